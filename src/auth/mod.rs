@@ -1,0 +1,31 @@
+//! Authentication and authorisation: keys, JWTs, actions and channel globs (decision S2,
+//! `protocol.md` §2 and §16.1).
+//!
+//! This layer is pure: no IO, no clock (callers pass `now_unix`), no async. The server's network
+//! shell feeds it the `?token=` / `?key=` query value and the `Origin` header, gets back a
+//! [`Principal`] or an [`AuthError`] (whose [`AuthError::close_code`] is the 4xxx code to close
+//! with before `welcome`), and afterwards asks the principal [`Principal::can`] /
+//! [`Principal::may_use_channel`] for each frame. The REST layer uses
+//! [`KeyRing::secret_key_for_bearer`] and [`mint`].
+//!
+//! - [`glob`]: channel patterns (`*`, `**`, `\` escapes), matched without backtracking.
+//! - [`actions`]: `publish` / `subscribe` / `presence` / `send` and sets of them.
+//! - [`keys`]: secret and publishable keys, the [`KeyRing`], the [`Principal`].
+//! - [`jwt`]: token minting and the verification rules.
+//!
+//! Credentials never appear in `Debug` output or error messages (decision K8).
+
+pub mod actions;
+pub mod glob;
+pub mod jwt;
+pub mod keys;
+
+pub use actions::{Action, Actions};
+pub use glob::{ChannelPattern, GlobError, MAX_PATTERN_LEN, PatternSet};
+pub use jwt::{
+    AuthError, DEFAULT_TTL_SECS, MAX_METADATA_BYTES, MAX_PEER_METADATA_BYTES, MAX_TOKEN_LEN,
+    MAX_TTL_SECS, MintRequest, mint,
+};
+pub use keys::{
+    KeyRing, KeyRingError, Principal, PrincipalKind, PublishableKey, Secret, SecretKey,
+};

@@ -1,0 +1,24 @@
+//! meshcall: a native video-call application, the Rust SDK it is built on, and the
+//! self-hostable, Metered-compatible signalling server it runs on.
+//!
+//! # Module map
+//!
+//! Layers, lowest first; a layer never imports one above it.
+//!
+//! | module | what it is | IO? |
+//! |---|---|---|
+//! | [`protocol`] | wire frames, strict parser, validation, error and close codes | pure |
+//! | [`auth`] | JWT minting/verification, secret and publishable keys, channel globs | pure |
+//! | [`server`] | hub state machine ([`server::hub`]) + axum WebSocket/REST shell | shell only |
+//! | [`bench`] | load generators behind `meshcall bench …` | yes |
+//!
+//! Still to come (see the issues): `client/` (SignallingClient), `peer/` (MeteredPeer,
+//! RemotePeer), `media/`, `engine/`, `ui/`.
+//!
+//! Pure cores take time as an argument and return what to do; thin tokio shells do the IO.
+//! Specifications live in `../shared/spec/` (protocol.md for the wire).
+
+pub mod auth;
+pub mod bench;
+pub mod protocol;
+pub mod server;

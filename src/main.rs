@@ -1,0 +1,323 @@
+//! The `meshcall` command line: `serve` runs the signalling server, `token` mints a JWT,
+//! `bench` measures. The flags documented in the README under "CLI contract" are relied on by
+//! outside test harnesses and must stay stable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing::{error, info, warn};
+
+use meshcall::auth::{Action, Actions, KeyRing, MintRequest, PatternSet, Secret, SecretKey, mint};
+use meshcall::server::Server;
+use meshcall::server::config::{FileConfig, Overrides, resolve};
+
+#[derive(Parser)]
+#[command(
+    name = "meshcall",
+    version,
+    about = "Native video calls and a Metered-compatible signalling server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the signalling server (WebSocket at /v1, REST at /v1/…, /healthz, /metrics).
+    Serve(ServeArgs),
+    /// Mint a JWT for a peer and print it.
+    Token(TokenArgs),
+    /// Benchmarks that print numbers.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file (see README). Flags and MESHCALL_* variables override it.
+    #[arg(long, env = "MESHCALL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9292].
+    #[arg(long, env = "MESHCALL_LISTEN")]
+    listen: Option<String>,
+    /// Secret key as KID=SECRET (all actions, channel patterns "**"). Repeatable.
+    #[arg(long = "secret", env = "MESHCALL_SECRET", value_delimiter = ',')]
+    secrets: Vec<String>,
+    /// Publishable key (all actions, channel patterns "**"). Repeatable.
+    #[arg(
+        long = "publishable-key",
+        env = "MESHCALL_PUBLISHABLE_KEY",
+        value_delimiter = ','
+    )]
+    publishable_keys: Vec<String>,
+    /// PEM certificate chain; with --tls-key serves wss:// and https://.
+    #[arg(long, env = "MESHCALL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "MESHCALL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Concurrent connection cap (0 = unlimited); over it new connections close with 4010.
+    #[arg(long, env = "MESHCALL_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Connection attempts per source IP per minute (0 = unlimited); over it HTTP 429.
+    #[arg(long, env = "MESHCALL_CONNECTS_PER_IP_PER_MINUTE")]
+    connects_per_ip_per_minute: Option<u32>,
+    /// Seconds of silence before the server pings a connection [default: 30].
+    #[arg(long, env = "MESHCALL_KEEPALIVE_SECS")]
+    keepalive_secs: Option<u64>,
+    /// Seconds after that ping before a silent connection is dropped [default: 10].
+    #[arg(long, env = "MESHCALL_KEEPALIVE_GRACE_SECS")]
+    keepalive_grace_secs: Option<u64>,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "meshcall=debug".
+    #[arg(long, env = "MESHCALL_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The signing secret (with --kid), instead of --config.
+    #[arg(long, env = "MESHCALL_TOKEN_SECRET")]
+    secret: Option<String>,
+    /// Key id put in the JWT header.
+    #[arg(long, default_value = "dev")]
+    kid: String,
+    /// Take the signing key from this server config (first secret key, or --kid).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Peer id (the JWT `sub`).
+    #[arg(long)]
+    sub: String,
+    /// Channel or channel glob the token grants. Repeatable; none = the key's patterns.
+    #[arg(long = "channel")]
+    channels: Vec<String>,
+    /// Display name, stored as peerMetadata.username.
+    #[arg(long)]
+    name: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Comma-separated subset of publish,subscribe,presence,send [default: all the key has].
+    #[arg(long, value_delimiter = ',')]
+    permissions: Vec<String>,
+    /// Extra peerMetadata as a JSON object (merged; --name wins for username).
+    #[arg(long)]
+    peer_metadata_json: Option<String>,
+    /// Private connection metadata (e.g. iceServers) as a JSON object.
+    #[arg(long)]
+    metadata_json: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Open N WebSocket clients against a fresh server and measure memory, fan-out and latency.
+    Server(meshcall::bench::server::BenchArgs),
+}
+
+fn init_logs(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(command) = cli.command else {
+        // The desktop app will open here; until it exists, explain what there is.
+        use clap::CommandFactory;
+        let _ = Cli::command().print_help();
+        return ExitCode::SUCCESS;
+    };
+    let result = match command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+        Command::Bench {
+            what: BenchCommand::Server(args),
+        } => runtime().and_then(|rt| {
+            rt.block_on(meshcall::bench::server::run(args))
+                .map_err(Into::into)
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logs(&args.log);
+    let file = match &args.config {
+        Some(path) => match FileConfig::load(path) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+        None => FileConfig::default(),
+    };
+    let overrides = Overrides {
+        listen: args.listen,
+        secrets: args.secrets,
+        publishable_keys: args.publishable_keys,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        max_connections: args.max_connections,
+        connects_per_ip_per_minute: args.connects_per_ip_per_minute,
+        keepalive_interval_secs: args.keepalive_secs,
+        keepalive_grace_secs: args.keepalive_grace_secs,
+    };
+    let (cfg, dev) = match resolve(file, overrides) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let server = match Server::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!("{e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        if let Some(dev) = dev {
+            // Dev mode: the only time these are ever shown.
+            warn!("no keys configured: running in dev mode with throw-away credentials");
+            eprintln!(
+                "dev credentials (valid until this server stops):\n  secret key:      {}={}\n  publishable key: {}\n  mint a token:    meshcall token --kid {} --secret {} --sub alice --channel lobby --name Alice",
+                dev.kid, dev.secret, dev.publishable_key, dev.kid, dev.secret
+            );
+        }
+        info!("listening on {} (WebSocket {}/v1)", server.local_addr(), server.ws_origin());
+        shutdown_signal().await;
+        info!("shutdown requested");
+        server.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn parse_object(
+    flag: &str,
+    text: &str,
+) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => anyhow::bail!("{flag} must be a JSON object"),
+        Err(e) => anyhow::bail!("{flag} is not valid JSON: {e}"),
+    }
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    let key = match (&args.secret, &args.config) {
+        (Some(secret), _) => SecretKey {
+            kid: args.kid.clone(),
+            secret: Secret::new(secret.as_bytes().to_vec()),
+            channel_patterns: PatternSet::any(),
+            actions: Actions::all(),
+        },
+        (None, Some(path)) => {
+            let file = FileConfig::load(path)?;
+            let (cfg, _) = resolve(file, Overrides::default())?;
+            let mut ring: KeyRing = cfg.keys;
+            let idx = ring
+                .secret_keys
+                .iter()
+                .position(|k| args.kid == "dev" || k.kid == args.kid)
+                .with_context(|| {
+                    format!(
+                        "no secret key with kid '{}' in {}",
+                        args.kid,
+                        path.display()
+                    )
+                })?;
+            ring.secret_keys.swap_remove(idx)
+        }
+        (None, None) => anyhow::bail!("give --secret SECRET (with --kid) or --config FILE"),
+    };
+    let mut peer_metadata = match &args.peer_metadata_json {
+        Some(text) => parse_object("--peer-metadata-json", text)?,
+        None => serde_json::Map::new(),
+    };
+    if let Some(name) = &args.name {
+        peer_metadata.insert("username".into(), serde_json::Value::String(name.clone()));
+    }
+    let metadata = match &args.metadata_json {
+        Some(text) => Some(serde_json::Value::Object(parse_object(
+            "--metadata-json",
+            text,
+        )?)),
+        None => None,
+    };
+    let permissions = if args.permissions.is_empty() {
+        None
+    } else {
+        let mut list = Vec::new();
+        for p in &args.permissions {
+            list.push(Action::parse(p).with_context(|| {
+                format!("unknown permission '{p}' (allowed: publish, subscribe, presence, send)")
+            })?);
+        }
+        Some(list)
+    };
+    if args.ttl == 0 {
+        anyhow::bail!("--ttl must be at least 1 second");
+    }
+    let req = MintRequest {
+        sub: args.sub,
+        channels: (!args.channels.is_empty()).then_some(args.channels),
+        permissions,
+        ttl_secs: args.ttl,
+        peer_metadata: (!peer_metadata.is_empty())
+            .then_some(serde_json::Value::Object(peer_metadata)),
+        metadata,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (token, _exp) = mint(&key, &req, now).map_err(|e| anyhow::anyhow!("cannot mint: {e}"))?;
+    println!("{token}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,518 @@
+//! Server configuration: a TOML file, overridden by CLI flags and `MESHCALL_*` environment
+//! variables (clap handles the latter), with a documented dev mode when no key is configured.
+//!
+//! Every error names the offending field, so that `meshcall serve` can print it and exit 2.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Deserialize;
+use thiserror::Error;
+
+use super::ShellSettings;
+use super::hub::HubConfig;
+use crate::auth::{Actions, KeyRing, PatternSet, PublishableKey, Secret, SecretKey};
+
+/// The default listen address (Metered's docs show a local server on port 9292).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9292";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Everything [`super::Server::start`] needs.
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub keys: KeyRing,
+    pub hub: HubConfig,
+    pub shell: ShellSettings,
+    pub tls: Option<TlsConfig>,
+}
+
+impl ServerConfig {
+    /// A config for tests and embedding: the given keys, default limits, `listen` as given.
+    pub fn new(listen: SocketAddr, keys: KeyRing) -> Self {
+        ServerConfig {
+            listen,
+            keys,
+            hub: HubConfig::default(),
+            shell: ShellSettings::default(),
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Credentials invented in dev mode, printed once at start.
+#[derive(Debug)]
+pub struct DevCredentials {
+    pub kid: String,
+    pub secret: String,
+    pub publishable_key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub secret_keys: Vec<FileSecretKey>,
+    #[serde(default)]
+    pub publishable_keys: Vec<FilePublishableKey>,
+    #[serde(default)]
+    pub limits: FileLimits,
+    #[serde(default)]
+    pub policy: FilePolicy,
+    pub tls: Option<FileTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSecretKey {
+    pub kid: String,
+    pub secret: String,
+    pub channel_patterns: Option<Vec<String>>,
+    pub actions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePublishableKey {
+    pub key: String,
+    pub channel_patterns: Option<Vec<String>>,
+    pub actions: Option<Vec<String>>,
+    pub allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    pub max_message_bytes: Option<usize>,
+    pub max_channels_per_connection: Option<usize>,
+    pub messages_per_second: Option<f64>,
+    pub message_burst: Option<f64>,
+    pub max_connections: Option<usize>,
+    pub connects_per_ip_per_minute: Option<u32>,
+    pub message_quota: Option<u64>,
+    pub keepalive_interval_secs: Option<u64>,
+    pub keepalive_grace_secs: Option<u64>,
+    pub outbox_capacity: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePolicy {
+    #[serde(default)]
+    pub close_on_unauthorized_subscribe: bool,
+    #[serde(default)]
+    pub send_requires_shared_channel: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// CLI / environment overrides; `None` and empty lists leave the file's value alone.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    /// `KID=SECRET`, all actions, patterns `**`.
+    pub secrets: Vec<String>,
+    /// All actions, patterns `**`, any origin.
+    pub publishable_keys: Vec<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub connects_per_ip_per_minute: Option<u32>,
+    pub keepalive_interval_secs: Option<u64>,
+    pub keepalive_grace_secs: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        FileConfig::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}
+
+fn patterns(field: &str, list: Option<&[String]>) -> Result<PatternSet, ConfigError> {
+    match list {
+        None => Ok(PatternSet::any()),
+        Some(list) => PatternSet::parse(list).map_err(|e| invalid(field, e.to_string())),
+    }
+}
+
+fn actions(field: &str, list: Option<&[String]>) -> Result<Actions, ConfigError> {
+    match list {
+        None => Ok(Actions::all()),
+        Some(list) => Actions::from_names(list).map_err(|_| {
+            invalid(
+                field,
+                "unknown action (allowed: publish, subscribe, presence, send)",
+            )
+        }),
+    }
+}
+
+fn parse_secret_flag(i: usize, flag: &str) -> Result<SecretKey, ConfigError> {
+    let field = format!("--secret[{i}]");
+    let Some((kid, secret)) = flag.split_once('=') else {
+        return Err(invalid(field, "expected KID=SECRET"));
+    };
+    secret_key(&field, kid, secret, None, None)
+}
+
+fn secret_key(
+    field: &str,
+    kid: &str,
+    secret: &str,
+    pats: Option<&[String]>,
+    acts: Option<&[String]>,
+) -> Result<SecretKey, ConfigError> {
+    if kid.is_empty() || kid.len() > 128 || !kid.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            format!("{field}.kid"),
+            "must be 1-128 printable ASCII characters without spaces",
+        ));
+    }
+    if secret.len() < 16 {
+        return Err(invalid(
+            format!("{field}.secret"),
+            "must be at least 16 bytes long",
+        ));
+    }
+    Ok(SecretKey {
+        kid: kid.to_string(),
+        secret: Secret::new(secret.as_bytes().to_vec()),
+        channel_patterns: patterns(&format!("{field}.channel_patterns"), pats)?,
+        actions: actions(&format!("{field}.actions"), acts)?,
+    })
+}
+
+fn publishable_key(field: &str, f: &FilePublishableKey) -> Result<PublishableKey, ConfigError> {
+    if f.key.len() < 8 || f.key.len() > 256 || !f.key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            format!("{field}.key"),
+            "must be 8-256 printable ASCII characters without spaces",
+        ));
+    }
+    Ok(PublishableKey {
+        key: f.key.clone(),
+        channel_patterns: patterns(
+            &format!("{field}.channel_patterns"),
+            f.channel_patterns.as_deref(),
+        )?,
+        actions: actions(&format!("{field}.actions"), f.actions.as_deref())?,
+        allowed_origins: f.allowed_origins.clone(),
+    })
+}
+
+/// Merges file and overrides into a runnable config. Returns the invented credentials when no
+/// key at all was configured (dev mode).
+pub fn resolve(
+    file: FileConfig,
+    o: Overrides,
+) -> Result<(ServerConfig, Option<DevCredentials>), ConfigError> {
+    let listen_text = o
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!("'{listen_text}' is not an IP:PORT address"),
+        )
+    })?;
+
+    let mut keys = KeyRing::default();
+    for (i, k) in file.secret_keys.iter().enumerate() {
+        keys.secret_keys.push(secret_key(
+            &format!("secret_keys[{i}]"),
+            &k.kid,
+            &k.secret,
+            k.channel_patterns.as_deref(),
+            k.actions.as_deref(),
+        )?);
+    }
+    for (i, flag) in o.secrets.iter().enumerate() {
+        keys.secret_keys.push(parse_secret_flag(i, flag)?);
+    }
+    for (i, k) in file.publishable_keys.iter().enumerate() {
+        keys.publishable_keys
+            .push(publishable_key(&format!("publishable_keys[{i}]"), k)?);
+    }
+    for (i, k) in o.publishable_keys.iter().enumerate() {
+        let f = FilePublishableKey {
+            key: k.clone(),
+            channel_patterns: None,
+            actions: None,
+            allowed_origins: None,
+        };
+        keys.publishable_keys
+            .push(publishable_key(&format!("--publishable-key[{i}]"), &f)?);
+    }
+    let mut kids: Vec<&str> = keys.secret_keys.iter().map(|k| k.kid.as_str()).collect();
+    kids.sort_unstable();
+    if let Some(w) = kids.windows(2).find(|w| w[0] == w[1]) {
+        return Err(invalid(
+            "secret_keys",
+            format!("kid '{}' is configured twice", w[0]),
+        ));
+    }
+
+    let dev = if keys.secret_keys.is_empty() && keys.publishable_keys.is_empty() {
+        let mut rng = rand::rng();
+        let secret: String = (0..32)
+            .map(|_| format!("{:02x}", rng.random::<u8>()))
+            .collect();
+        let pk: String = (0..12)
+            .map(|_| format!("{:02x}", rng.random::<u8>()))
+            .collect();
+        let dev = DevCredentials {
+            kid: "dev".into(),
+            secret,
+            publishable_key: format!("pk_dev_{pk}"),
+        };
+        keys.secret_keys
+            .push(secret_key("dev", &dev.kid, &dev.secret, None, None)?);
+        keys.publishable_keys.push(PublishableKey {
+            key: dev.publishable_key.clone(),
+            channel_patterns: PatternSet::any(),
+            actions: Actions::all(),
+            allowed_origins: None,
+        });
+        Some(dev)
+    } else {
+        None
+    };
+
+    let l = &file.limits;
+    let mut hub = HubConfig::default();
+    if let Some(v) = l.max_message_bytes {
+        if !(1024..=1 << 20).contains(&v) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        hub.max_frame_bytes = v;
+    }
+    if let Some(v) = l.max_channels_per_connection {
+        if v == 0 {
+            return Err(invalid(
+                "limits.max_channels_per_connection",
+                "must be at least 1",
+            ));
+        }
+        hub.max_channels_per_connection = v;
+    }
+    if let Some(v) = l.messages_per_second {
+        if !v.is_finite() || v < 0.0 {
+            return Err(invalid(
+                "limits.messages_per_second",
+                "must be 0 (off) or positive",
+            ));
+        }
+        hub.rate_per_sec = v;
+    }
+    if let Some(v) = l.message_burst {
+        if !v.is_finite() || v < 1.0 {
+            return Err(invalid("limits.message_burst", "must be at least 1"));
+        }
+        hub.rate_burst = v;
+    }
+    hub.max_connections = o.max_connections.or(l.max_connections).unwrap_or(0);
+    hub.message_quota = l.message_quota;
+    hub.close_on_unauthorized_subscribe = file.policy.close_on_unauthorized_subscribe;
+    hub.send_requires_shared_channel = file.policy.send_requires_shared_channel;
+
+    let mut shell = ShellSettings::default();
+    if let Some(v) = o
+        .connects_per_ip_per_minute
+        .or(l.connects_per_ip_per_minute)
+    {
+        shell.connects_per_ip_per_minute = v;
+    }
+    if let Some(v) = o.keepalive_interval_secs.or(l.keepalive_interval_secs) {
+        if v == 0 {
+            return Err(invalid(
+                "limits.keepalive_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        shell.keepalive_interval = Duration::from_secs(v);
+    }
+    if let Some(v) = o.keepalive_grace_secs.or(l.keepalive_grace_secs) {
+        if v == 0 {
+            return Err(invalid("limits.keepalive_grace_secs", "must be at least 1"));
+        }
+        shell.keepalive_grace = Duration::from_secs(v);
+    }
+    if let Some(v) = l.outbox_capacity {
+        if v < 16 {
+            return Err(invalid("limits.outbox_capacity", "must be at least 16"));
+        }
+        shell.outbox_capacity = v;
+    }
+    shell.max_inbound_message_bytes = (hub.max_frame_bytes * 2).max(1 << 20);
+
+    let tls = match (
+        o.tls_cert.or(file.tls.as_ref().map(|t| t.cert.clone())),
+        o.tls_key.or(file.tls.as_ref().map(|t| t.key.clone())),
+    ) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+        (Some(_), None) => return Err(invalid("tls.key", "a certificate needs its private key")),
+        (None, Some(_)) => return Err(invalid("tls.cert", "a private key needs its certificate")),
+    };
+    Ok((
+        ServerConfig {
+            listen,
+            keys,
+            hub,
+            shell,
+            tls,
+        },
+        dev,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(e: ConfigError) -> String {
+        match e {
+            ConfigError::Invalid { field, .. } => field,
+            other => panic!("expected Invalid, got {other}"),
+        }
+    }
+
+    #[test]
+    fn no_config_is_dev_mode() {
+        let (cfg, dev) = resolve(FileConfig::default(), Overrides::default()).expect("dev mode");
+        let dev = dev.expect("dev credentials");
+        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert!(dev.publishable_key.starts_with("pk_dev_"));
+        assert_eq!(dev.secret.len(), 64);
+        assert_eq!(cfg.keys.secret_keys.len(), 1);
+        assert_eq!(cfg.keys.publishable_keys.len(), 1);
+    }
+
+    #[test]
+    fn file_and_overrides_merge() {
+        let file = FileConfig::parse(
+            r#"
+            listen = "127.0.0.1:7000"
+            [[secret_keys]]
+            kid = "sk_id_a"
+            secret = "0123456789abcdef0123"
+            channel_patterns = ["app/**"]
+            actions = ["publish", "subscribe"]
+            [[publishable_keys]]
+            key = "pk_live_abcdef"
+            allowed_origins = ["https://example.test"]
+            [limits]
+            max_connections = 10
+            messages_per_second = 50
+            [policy]
+            send_requires_shared_channel = true
+            "#,
+        )
+        .expect("valid toml");
+        let o = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            secrets: vec!["k2=fedcba9876543210fedcba".into()],
+            max_connections: Some(20),
+            ..Overrides::default()
+        };
+        let (cfg, dev) = resolve(file, o).expect("valid");
+        assert!(dev.is_none());
+        assert_eq!(cfg.listen.port(), 0);
+        assert_eq!(cfg.keys.secret_keys.len(), 2);
+        assert!(!cfg.keys.secret_keys[0].channel_patterns.matches("other/x"));
+        assert!(cfg.keys.secret_keys[1].channel_patterns.matches("other/x"));
+        assert_eq!(cfg.hub.max_connections, 20);
+        assert_eq!(cfg.hub.rate_per_sec, 50.0);
+        assert!(cfg.hub.send_requires_shared_channel);
+    }
+
+    #[test]
+    fn bad_config_names_the_field() {
+        let bad = |text: &str| {
+            field_of(
+                resolve(FileConfig::parse(text).expect("toml"), Overrides::default())
+                    .expect_err("invalid"),
+            )
+        };
+        assert_eq!(bad(r#"listen = "nowhere""#), "listen");
+        assert_eq!(
+            bad("[[secret_keys]]\nkid = \"a\"\nsecret = \"short\""),
+            "secret_keys[0].secret"
+        );
+        assert_eq!(
+            bad("[[secret_keys]]\nkid = \"a\"\nsecret = \"0123456789abcdef\"\nactions = [\"fly\"]"),
+            "secret_keys[0].actions"
+        );
+        assert_eq!(
+            bad(
+                "[[secret_keys]]\nkid = \"a\"\nsecret = \"0123456789abcdef\"\nchannel_patterns = [\"x\\\\\"]"
+            ),
+            "secret_keys[0].channel_patterns"
+        );
+        assert_eq!(
+            bad("[limits]\nmax_message_bytes = 10"),
+            "limits.max_message_bytes"
+        );
+        let e = resolve(
+            FileConfig::default(),
+            Overrides {
+                secrets: vec!["nokey".into()],
+                ..Overrides::default()
+            },
+        )
+        .expect_err("invalid");
+        assert_eq!(field_of(e), "--secret[0]");
+        // Unknown keys are refused by the TOML layer, with the key's name in the message.
+        let e = FileConfig::parse("[limits]\nmax_conections = 3").expect_err("typo");
+        assert!(e.contains("max_conections"), "{e}");
+    }
+}

@@ -1,0 +1,397 @@
+//! The REST control plane on the same port (S10): token minting, channel presence, server-side
+//! publish, kicks, usage, plus `/healthz` and `/metrics`. Authentication is
+//! `Authorization: Bearer <kid>:<secret>` with one identical 401 for every failure, so that key
+//! ids cannot be probed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+
+use super::hub::RestPublishError;
+use super::ws::{dispatch, unix_now};
+use super::{Shared, lock};
+use crate::auth::jwt::MAX_PEER_METADATA_BYTES;
+use crate::auth::{Action, MintRequest, SecretKey, mint};
+use crate::protocol::validate::{check_channel, check_not_reserved, check_peer_id};
+
+/// Largest accepted request body (Metered: 32 KB → 413).
+const MAX_BODY_BYTES: usize = 32 * 1024;
+const DEFAULT_TOKEN_TTL: u64 = 3600;
+const MAX_TOKEN_TTL: u64 = 86_400;
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"error": code, "message": message}))).into_response()
+}
+
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid 'Authorization: Bearer <kid>:<secret>' header is required",
+    )
+}
+
+fn bearer<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<&'a SecretKey, Response> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|cred| shared.keys.secret_key_for_bearer(cred.trim()))
+        .ok_or_else(unauthorized)
+}
+
+async fn read_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, Response> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                "request body exceeds 32 KiB",
+            )
+        })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        // serde's message names the field and position, never echoes secrets from headers.
+        error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string())
+    })
+}
+
+/// Validates a channel taken from a path and checks the key's scope for `action`.
+fn channel_scope(key: &SecretKey, channel: &str, action: Action) -> Result<(), Response> {
+    if check_channel(channel).is_err() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "channel must be 1-256 bytes without control characters",
+        ));
+    }
+    if check_not_reserved(channel).is_err() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "channel_reserved",
+            "channel prefix is reserved",
+        ));
+    }
+    if !key.actions.contains(action) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "action_not_permitted",
+            &format!("key lacks the {} action", action.as_str()),
+        ));
+    }
+    if !key.channel_patterns.matches(channel) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "channel_not_authorized",
+            "channel is outside the key's channel patterns",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TokenRequest {
+    peer_id: String,
+    channels: Option<Vec<String>>,
+    permissions: Option<Vec<String>>,
+    expires_in_sec: Option<u64>,
+    metadata: Option<Value>,
+    peer_metadata: Option<Value>,
+}
+
+/// `POST /v1/tokens`
+pub(crate) async fn mint_token(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let key = match bearer(&shared, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let req: TokenRequest = match read_json(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if check_peer_id(&req.peer_id).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "peerId must be 1-128 printable ASCII characters",
+        );
+    }
+    if let Some(channels) = &req.channels {
+        if channels.len() > 100 {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "at most 100 channels",
+            );
+        }
+        for ch in channels {
+            if check_channel(ch).is_err() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "invalid channel pattern",
+                );
+            }
+            if check_not_reserved(ch).is_err() {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "channel_reserved",
+                    "channel prefix is reserved",
+                );
+            }
+            // A requested pattern must lie inside the key's patterns; reading it as a literal
+            // name is exact for literal channels and conservative for globs.
+            if !key.channel_patterns.matches(ch) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "channel_not_authorized",
+                    "requested channels exceed the key's channel patterns",
+                );
+            }
+        }
+    }
+    let permissions = match &req.permissions {
+        None => None,
+        Some(list) if list.len() > 16 => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "at most 16 permissions",
+            );
+        }
+        Some(list) => {
+            let mut out = Vec::new();
+            for name in list {
+                let Some(a) = Action::parse(name) else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "permissions must be publish, subscribe, presence or send",
+                    );
+                };
+                if !key.actions.contains(a) {
+                    return error(
+                        StatusCode::FORBIDDEN,
+                        "action_not_permitted",
+                        "requested permissions exceed the key's actions",
+                    );
+                }
+                out.push(a);
+            }
+            Some(out)
+        }
+    };
+    let ttl = req.expires_in_sec.unwrap_or(DEFAULT_TOKEN_TTL);
+    if ttl == 0 || ttl > MAX_TOKEN_TTL {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expiresInSec must be between 1 and 86400",
+        );
+    }
+    let mint_req = MintRequest {
+        sub: req.peer_id,
+        channels: req.channels,
+        permissions,
+        ttl_secs: ttl,
+        peer_metadata: req.peer_metadata,
+        metadata: req.metadata,
+    };
+    match mint(key, &mint_req, unix_now()) {
+        Ok((token, exp)) => Json(json!({"token": token, "expiresAt": exp})).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+    }
+}
+
+/// `GET /v1/channels/:id/peers`
+pub(crate) async fn channel_peers(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+) -> Response {
+    let key = match bearer(&shared, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if let Err(r) = channel_scope(key, &channel, Action::Presence) {
+        return r;
+    }
+    let peers = lock(&shared.core).hub.channel_peers(&channel);
+    Json(json!({"channel": channel, "peers": peers})).into_response()
+}
+
+fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PublishRequest {
+    #[serde(default, deserialize_with = "present_raw")]
+    data: Option<Box<RawValue>>,
+    from: Option<String>,
+    peer_metadata: Option<Value>,
+}
+
+/// `POST /v1/channels/:id/publish` → `{"channel", "delivered"}`
+pub(crate) async fn publish(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+    body: Body,
+) -> Response {
+    let key = match bearer(&shared, &headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    if let Err(r) = channel_scope(key, &channel, Action::Publish) {
+        return r;
+    }
+    let req: PublishRequest = match read_json(body).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let Some(data) = req.data else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "data is required",
+        );
+    };
+    let from = req.from.unwrap_or_else(|| "system".to_string());
+    if check_peer_id(&from).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "from must be 1-128 printable ASCII characters",
+        );
+    }
+    if let Some(meta) = &req.peer_metadata {
+        let too_big =
+            serde_json::to_string(meta).map_or(true, |s| s.len() > MAX_PEER_METADATA_BYTES);
+        if !meta.is_object() || too_big {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "peerMetadata must be a JSON object of at most 4 KiB",
+            );
+        }
+    }
+    let mut core = lock(&shared.core);
+    let mut out = Vec::new();
+    let result =
+        core.hub
+            .rest_publish(&channel, &from, req.peer_metadata.as_ref(), &data, &mut out);
+    dispatch(&mut core, &mut out, None, &shared);
+    drop(core);
+    match result {
+        Ok(delivered) => Json(json!({"channel": channel, "delivered": delivered})).into_response(),
+        Err(RestPublishError::OverQuota) => error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "over_message_quota",
+            "message quota exhausted",
+        ),
+    }
+}
+
+/// `DELETE /v1/peers/:id` → every socket of the peer closes with 4020.
+pub(crate) async fn kick_peer(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Path(peer_id): Path<String>,
+) -> Response {
+    if let Err(r) = bearer(&shared, &headers) {
+        return r;
+    }
+    if check_peer_id(&peer_id).is_err() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "peer id must be 1-128 printable ASCII characters",
+        );
+    }
+    let mut core = lock(&shared.core);
+    let mut out = Vec::new();
+    let closed = core.hub.kick(&peer_id, &mut out);
+    dispatch(&mut core, &mut out, None, &shared);
+    drop(core);
+    tracing::info!(peer = %peer_id, closed, "peer kicked through REST");
+    Json(json!({"peerId": peer_id, "closed": closed})).into_response()
+}
+
+/// `GET /v1/usage`
+pub(crate) async fn usage(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(r) = bearer(&shared, &headers) {
+        return r;
+    }
+    let core = lock(&shared.core);
+    let cfg = core.hub.config();
+    let stats = core.hub.stats();
+    let max_conns = (cfg.max_connections > 0).then_some(cfg.max_connections);
+    let over = cfg
+        .message_quota
+        .map_or(0, |q| stats.messages_used.saturating_sub(q));
+    let body = json!({
+        "appId": "self-hosted",
+        "periodStartUnix": shared.started_unix,
+        "periodEndUnix": null,
+        "concurrentNow": core.hub.connection_count(),
+        "peakConcurrent": stats.peak_connections,
+        "messagesUsed": stats.messages_used,
+        "overageMessages": over,
+        "overageConnections": 0,
+        "plan": {
+            "name": "SELF_HOSTED",
+            "maxConcurrentConnections": max_conns,
+            "maxMessagesPerPeriod": cfg.message_quota,
+            "overagesAllowed": false,
+            "overagesEnabled": false,
+        },
+    });
+    drop(core);
+    Json(body).into_response()
+}
+
+/// `GET /healthz`: 200 while serving, 503 once shutdown began (for load balancers).
+pub(crate) async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.shutting_down.load(Ordering::Relaxed) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting_down"})),
+        )
+            .into_response();
+    }
+    let connections = lock(&shared.core).hub.connection_count();
+    Json(json!({"status": "ok", "connections": connections})).into_response()
+}
+
+/// `GET /metrics` (Prometheus text format 0.0.4).
+pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = {
+        let core = lock(&shared.core);
+        super::metrics::render(
+            core.hub.stats(),
+            core.hub.connection_count(),
+            core.hub.channel_count(),
+            &shared.metrics,
+        )
+    };
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+pub(crate) async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint")
+}
