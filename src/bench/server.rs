@@ -13,7 +13,6 @@ use thiserror::Error;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpSocket;
 use tokio::process::Command;
-use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::LatencyHistogram;
@@ -70,7 +69,6 @@ struct Shared {
     epoch: Instant,
     delivered: AtomicU64,
     measuring: AtomicBool,
-    latency: Mutex<LatencyHistogram>,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -93,6 +91,15 @@ async fn connect(addr: SocketAddr, i: usize, token: &str) -> Result<Ws, String> 
         .await
         .map_err(|e| e.to_string())?;
     Ok(ws)
+}
+
+/// The send time stamped into a bench message: `..."data":{"t":MICROS}}`.
+fn stamp(text: &str) -> Option<u64> {
+    let rest = text.split("\"t\":").nth(1)?;
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// Reads until a frame of `kind` arrives.
@@ -146,10 +153,13 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     let mut lines = BufReader::new(stderr).lines();
     let addr: SocketAddr = tokio::time::timeout(Duration::from_secs(20), async {
         while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                if let Some(a) = rest.split_whitespace().next().and_then(|a| a.parse().ok()) {
-                    return Some(a);
-                }
+            if let Some(a) = line
+                .split("listening on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|a| a.parse().ok())
+            {
+                return Some(a);
             }
         }
         None
@@ -173,7 +183,6 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
         epoch: Instant::now(),
         delivered: AtomicU64::new(0),
         measuring: AtomicBool::new(false),
-        latency: Mutex::new(LatencyHistogram::default()),
     });
     let room_size = args.room_size.max(2);
     let rooms = args.clients.div_ceil(room_size);
@@ -224,32 +233,24 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     let connect_secs = t_connect.elapsed().as_secs_f64();
     let held = publishers.len() + readers.len();
 
-    // Receivers: count deliveries and record latency from the stamp in each message.
+    // Receivers: count deliveries and record latency from the stamp in each message. Each
+    // reader owns its histogram (uncontended lock) and they are merged once at the end.
+    let mut histograms = Vec::with_capacity(readers.len());
     for mut ws in readers {
         let shared = shared.clone();
+        let hist = Arc::new(std::sync::Mutex::new(LatencyHistogram::default()));
+        histograms.push(hist.clone());
         tokio::spawn(async move {
-            let mut local = LatencyHistogram::default();
-            let mut n = 0u64;
             while let Some(Ok(msg)) = ws.next().await {
-                if let Message::Text(t) = msg {
-                    if let Some(rest) = t.as_str().split("\"t\":").nth(1) {
-                        let digits: String =
-                            rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-                        if let Ok(sent) = digits.parse::<u64>() {
-                            n += 1;
-                            if shared.measuring.load(Ordering::Relaxed) {
-                                let now = shared.epoch.elapsed().as_micros() as u64;
-                                local.record_us(now.saturating_sub(sent));
-                            }
-                            if n % 64 == 0 {
-                                shared.delivered.fetch_add(64, Ordering::Relaxed);
-                                n = 0;
-                                if local.count() > 0 {
-                                    shared.latency.lock().await.merge(&local);
-                                    local = LatencyHistogram::default();
-                                }
-                            }
-                        }
+                let Message::Text(t) = msg else { continue };
+                let Some(sent) = stamp(t.as_str()) else {
+                    continue;
+                };
+                shared.delivered.fetch_add(1, Ordering::Relaxed);
+                if shared.measuring.load(Ordering::Relaxed) {
+                    let now = shared.epoch.elapsed().as_micros() as u64;
+                    if let Ok(mut h) = hist.lock() {
+                        h.record_us(now.saturating_sub(sent));
                     }
                 }
             }
@@ -270,11 +271,13 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
             i,
             format!("room-{}", i / room_size),
             ws,
-            shared.clone(),
-            stop.clone(),
-            published.clone(),
-            args.window,
-            None,
+            PublisherRun {
+                shared: shared.clone(),
+                stop: stop.clone(),
+                published: published.clone(),
+                window: args.window,
+                rate: None,
+            },
         )));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -297,7 +300,6 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     // Phase 2: half the saturated publish rate, paced, latency measured.
     let per_pub_rate = (publish_rate / 2.0 / publishers.len().max(1) as f64).max(1.0);
     stop.store(false, Ordering::SeqCst);
-    *shared.latency.lock().await = LatencyHistogram::default();
     shared.measuring.store(true, Ordering::SeqCst);
     let mut pubs = Vec::new();
     for (i, ws) in publishers {
@@ -305,11 +307,13 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
             i,
             format!("room-{}", i / room_size),
             ws,
-            shared.clone(),
-            stop.clone(),
-            published.clone(),
-            1,
-            Some(per_pub_rate),
+            PublisherRun {
+                shared: shared.clone(),
+                stop: stop.clone(),
+                published: published.clone(),
+                window: 1,
+                rate: Some(per_pub_rate),
+            },
         )));
     }
     let d1 = shared.delivered.load(Ordering::Relaxed);
@@ -323,7 +327,12 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     shared.measuring.store(false, Ordering::SeqCst);
-    let hist = shared.latency.lock().await.clone();
+    let mut hist = LatencyHistogram::default();
+    for h in &histograms {
+        if let Ok(h) = h.lock() {
+            hist.merge(&h);
+        }
+    }
     let rss_end = rss_kib(pid);
 
     println!("| metric | value |");
@@ -354,16 +363,22 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
 
 /// Publishes stamped messages until `stop`; with `rate` it paces, otherwise it keeps `window`
 /// requests in flight. Returns the socket for the next phase.
-async fn publisher(
-    i: usize,
-    room: String,
-    mut ws: Ws,
+struct PublisherRun {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     published: Arc<AtomicU64>,
     window: usize,
     rate: Option<f64>,
-) -> Option<(usize, Ws)> {
+}
+
+async fn publisher(i: usize, room: String, mut ws: Ws, run: PublisherRun) -> Option<(usize, Ws)> {
+    let PublisherRun {
+        shared,
+        stop,
+        published,
+        window,
+        rate,
+    } = run;
     let mut in_flight = 0usize;
     let mut seq = 0u64;
     let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));

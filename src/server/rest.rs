@@ -19,7 +19,7 @@ use super::hub::RestPublishError;
 use super::ws::{dispatch, unix_now};
 use super::{Shared, lock};
 use crate::auth::jwt::MAX_PEER_METADATA_BYTES;
-use crate::auth::{Action, MintRequest, SecretKey, mint};
+use crate::auth::{Action, ChannelPattern, MintRequest, SecretKey, mint};
 use crate::protocol::validate::{check_channel, check_not_reserved, check_peer_id};
 
 /// Largest accepted request body (Metered: 32 KB → 413).
@@ -27,11 +27,35 @@ const MAX_BODY_BYTES: usize = 32 * 1024;
 const DEFAULT_TOKEN_TTL: u64 = 3600;
 const MAX_TOKEN_TTL: u64 = 86_400;
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
+/// A REST failure: HTTP status plus the `{"error","message"}` body.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
 }
 
-fn unauthorized() -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn error(status: StatusCode, code: &'static str, message: &str) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.to_string(),
+    }
+}
+
+fn unauthorized() -> ApiError {
     error(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
@@ -39,7 +63,7 @@ fn unauthorized() -> Response {
     )
 }
 
-fn bearer<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<&'a SecretKey, Response> {
+fn bearer<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<&'a SecretKey, ApiError> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -48,7 +72,7 @@ fn bearer<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<&'a SecretKey, 
         .ok_or_else(unauthorized)
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, Response> {
+async fn read_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|_| {
@@ -65,7 +89,7 @@ async fn read_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, Respon
 }
 
 /// Validates a channel taken from a path and checks the key's scope for `action`.
-fn channel_scope(key: &SecretKey, channel: &str, action: Action) -> Result<(), Response> {
+fn channel_scope(key: &SecretKey, channel: &str, action: Action) -> Result<(), ApiError> {
     if check_channel(channel).is_err() {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -113,81 +137,82 @@ pub(crate) async fn mint_token(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Body,
-) -> Response {
-    let key = match bearer(&shared, &headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    let req: TokenRequest = match read_json(body).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> ApiResult {
+    let key = bearer(&shared, &headers)?;
+    let req: TokenRequest = read_json(body).await?;
     if check_peer_id(&req.peer_id).is_err() {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "peerId must be 1-128 printable ASCII characters",
-        );
+        ));
     }
     if let Some(channels) = &req.channels {
         if channels.len() > 100 {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "at most 100 channels",
-            );
+            ));
         }
         for ch in channels {
             if check_channel(ch).is_err() {
-                return error(
+                return Err(error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "invalid channel pattern",
-                );
+                ));
             }
             if check_not_reserved(ch).is_err() {
-                return error(
+                return Err(error(
                     StatusCode::BAD_REQUEST,
                     "channel_reserved",
                     "channel prefix is reserved",
-                );
+                ));
             }
-            // A requested pattern must lie inside the key's patterns; reading it as a literal
-            // name is exact for literal channels and conservative for globs.
-            if !key.channel_patterns.matches(ch) {
-                return error(
+            // A requested pattern must lie inside the key's patterns (`covers` never says yes
+            // wrongly; for unusual glob pairs it may refuse, which is the safe side).
+            let Ok(pattern) = ChannelPattern::parse(ch) else {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "invalid channel pattern",
+                ));
+            };
+            if !key.channel_patterns.covers(&pattern) {
+                return Err(error(
                     StatusCode::FORBIDDEN,
                     "channel_not_authorized",
                     "requested channels exceed the key's channel patterns",
-                );
+                ));
             }
         }
     }
     let permissions = match &req.permissions {
         None => None,
         Some(list) if list.len() > 16 => {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "at most 16 permissions",
-            );
+            ));
         }
         Some(list) => {
             let mut out = Vec::new();
             for name in list {
                 let Some(a) = Action::parse(name) else {
-                    return error(
+                    return Err(error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
                         "permissions must be publish, subscribe, presence or send",
-                    );
+                    ));
                 };
                 if !key.actions.contains(a) {
-                    return error(
+                    return Err(error(
                         StatusCode::FORBIDDEN,
                         "action_not_permitted",
                         "requested permissions exceed the key's actions",
-                    );
+                    ));
                 }
                 out.push(a);
             }
@@ -196,11 +221,11 @@ pub(crate) async fn mint_token(
     };
     let ttl = req.expires_in_sec.unwrap_or(DEFAULT_TOKEN_TTL);
     if ttl == 0 || ttl > MAX_TOKEN_TTL {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "expiresInSec must be between 1 and 86400",
-        );
+        ));
     }
     let mint_req = MintRequest {
         sub: req.peer_id,
@@ -211,8 +236,12 @@ pub(crate) async fn mint_token(
         metadata: req.metadata,
     };
     match mint(key, &mint_req, unix_now()) {
-        Ok((token, exp)) => Json(json!({"token": token, "expiresAt": exp})).into_response(),
-        Err(e) => error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()),
+        Ok((token, exp)) => Ok(Json(json!({"token": token, "expiresAt": exp})).into_response()),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &e.to_string(),
+        )),
     }
 }
 
@@ -221,16 +250,11 @@ pub(crate) async fn channel_peers(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(channel): Path<String>,
-) -> Response {
-    let key = match bearer(&shared, &headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Err(r) = channel_scope(key, &channel, Action::Presence) {
-        return r;
-    }
+) -> ApiResult {
+    let key = bearer(&shared, &headers)?;
+    channel_scope(key, &channel, Action::Presence)?;
     let peers = lock(&shared.core).hub.channel_peers(&channel);
-    Json(json!({"channel": channel, "peers": peers})).into_response()
+    Ok(Json(json!({"channel": channel, "peers": peers})).into_response())
 }
 
 fn present_raw<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -252,42 +276,34 @@ pub(crate) async fn publish(
     headers: HeaderMap,
     Path(channel): Path<String>,
     body: Body,
-) -> Response {
-    let key = match bearer(&shared, &headers) {
-        Ok(k) => k,
-        Err(r) => return r,
-    };
-    if let Err(r) = channel_scope(key, &channel, Action::Publish) {
-        return r;
-    }
-    let req: PublishRequest = match read_json(body).await {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+) -> ApiResult {
+    let key = bearer(&shared, &headers)?;
+    channel_scope(key, &channel, Action::Publish)?;
+    let req: PublishRequest = read_json(body).await?;
     let Some(data) = req.data else {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "data is required",
-        );
+        ));
     };
     let from = req.from.unwrap_or_else(|| "system".to_string());
     if check_peer_id(&from).is_err() {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "from must be 1-128 printable ASCII characters",
-        );
+        ));
     }
     if let Some(meta) = &req.peer_metadata {
         let too_big =
             serde_json::to_string(meta).map_or(true, |s| s.len() > MAX_PEER_METADATA_BYTES);
         if !meta.is_object() || too_big {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "peerMetadata must be a JSON object of at most 4 KiB",
-            );
+            ));
         }
     }
     let mut core = lock(&shared.core);
@@ -298,12 +314,14 @@ pub(crate) async fn publish(
     dispatch(&mut core, &mut out, None, &shared);
     drop(core);
     match result {
-        Ok(delivered) => Json(json!({"channel": channel, "delivered": delivered})).into_response(),
-        Err(RestPublishError::OverQuota) => error(
+        Ok(delivered) => {
+            Ok(Json(json!({"channel": channel, "delivered": delivered})).into_response())
+        }
+        Err(RestPublishError::OverQuota) => Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             "over_message_quota",
             "message quota exhausted",
-        ),
+        )),
     }
 }
 
@@ -312,16 +330,14 @@ pub(crate) async fn kick_peer(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     Path(peer_id): Path<String>,
-) -> Response {
-    if let Err(r) = bearer(&shared, &headers) {
-        return r;
-    }
+) -> ApiResult {
+    bearer(&shared, &headers)?;
     if check_peer_id(&peer_id).is_err() {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "peer id must be 1-128 printable ASCII characters",
-        );
+        ));
     }
     let mut core = lock(&shared.core);
     let mut out = Vec::new();
@@ -329,14 +345,12 @@ pub(crate) async fn kick_peer(
     dispatch(&mut core, &mut out, None, &shared);
     drop(core);
     tracing::info!(peer = %peer_id, closed, "peer kicked through REST");
-    Json(json!({"peerId": peer_id, "closed": closed})).into_response()
+    Ok(Json(json!({"peerId": peer_id, "closed": closed})).into_response())
 }
 
 /// `GET /v1/usage`
-pub(crate) async fn usage(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    if let Err(r) = bearer(&shared, &headers) {
-        return r;
-    }
+pub(crate) async fn usage(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
+    bearer(&shared, &headers)?;
     let core = lock(&shared.core);
     let cfg = core.hub.config();
     let stats = core.hub.stats();
@@ -362,7 +376,7 @@ pub(crate) async fn usage(State(shared): State<Arc<Shared>>, headers: HeaderMap)
         },
     });
     drop(core);
-    Json(body).into_response()
+    Ok(Json(body).into_response())
 }
 
 /// `GET /healthz`: 200 while serving, 503 once shutdown began (for load balancers).
@@ -392,6 +406,6 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-pub(crate) async fn not_found() -> Response {
+pub(crate) async fn not_found() -> ApiError {
     error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint")
 }
