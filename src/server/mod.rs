@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
+use axum_server::accept::NoDelayAcceptor;
 use rand::Rng;
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
@@ -164,11 +165,14 @@ impl Server {
         let tls = cfg.tls.is_some();
         let task = match cfg.tls {
             None => {
+                // TCP_NODELAY: signalling is bursts of small frames (ack then snapshot, SDP then
+                // ICE); Nagle + delayed ACK would hold the second one back ~40 ms.
                 let server = axum_server::from_tcp(listener)
                     .map_err(|source| ServerError::Bind {
                         addr: local_addr,
                         source,
                     })?
+                    .acceptor(NoDelayAcceptor::new())
                     .handle(handle.clone());
                 tokio::spawn(async move {
                     if let Err(e) = server.serve(make).await {
@@ -177,6 +181,9 @@ impl Server {
                 })
             }
             Some(tls) => {
+                // One crypto provider for the whole process (ring, shared with webrtc-rs);
+                // installing twice is harmless.
+                let _ = rustls::crypto::ring::default_provider().install_default();
                 let rustls_cfg =
                     axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                         .await
@@ -187,11 +194,14 @@ impl Server {
                                 tls.key.display()
                             ))
                         })?;
-                let server = axum_server::tls_rustls::from_tcp_rustls(listener, rustls_cfg)
+                let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_cfg)
+                    .acceptor(NoDelayAcceptor::new());
+                let server = axum_server::from_tcp(listener)
                     .map_err(|source| ServerError::Bind {
                         addr: local_addr,
                         source,
                     })?
+                    .acceptor(acceptor)
                     .handle(handle.clone());
                 tokio::spawn(async move {
                     if let Err(e) = server.serve(make).await {

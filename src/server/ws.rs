@@ -297,6 +297,21 @@ async fn connection(
         }
     }
 
+    if writer.is_finished() {
+        // We sent a close frame: finish the handshake (RFC 6455 §7.1.1) by reading, and
+        // discarding, until the client's close arrives — at most one second. Dropping the TCP
+        // connection at once would make a client that is still writing see a reset (1006)
+        // instead of our close code, and reconnect when it should not (4020).
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while let Some(Ok(msg)) = stream.next().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+
     {
         let mut core = lock(&shared.core);
         let mut out = Vec::new();

@@ -1051,6 +1051,58 @@ async def s_raw_wire_shapes(ctx: Ctx) -> None:
           f"publishable-key welcome must carry \"expiresAt\": null (S1), got {short(w, 300)}")
 
 
+async def s_rate_limit_4011(ctx: Ctx) -> None:
+    """S7: more than the 200-frame burst closes 4011, which the SDK treats as retryable."""
+    room = ctx.room()
+    p = await ctx.jwt("flood", name="Flood")
+    m = p.rec.mark()
+    results = await asyncio.gather(*(p.client.publish(room, i) for i in range(320)), return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    check(failures, "320 back-to-back publishes were all acked; expected close 4011 after the 200-frame burst")
+    _, d = await p.rec.wait(is_disconnect, "Disconnected after the flood", 3, m)
+    if d.code == 1006:
+        raise Fail(
+            "the flood ended in 1006 (no close frame reached the client, and "
+            f"{len(results) - len(failures)} of 320 acks arrived): the server drops the TCP connection "
+            "right after writing its close frame instead of waiting for the client's close (RFC 6455 "
+            "7.1.1); the client was still writing, its writes hit the closed socket (RST/EPIPE) and the "
+            "SDK's transport aborted before reading the close frame and the pending acks. The server "
+            "should keep reading (and discarding) until the client's close frame or a ~1 s timeout"
+        )
+    check(d.code == 4011, f"flood closed with {d.code} ({d.reason!r}), expected 4011")
+    check(d.will_reconnect, "SDK does not reconnect after 4011")
+    acked = len(results) - len(failures)
+    check(acked >= 150, f"only {acked} of 320 publishes were acked before the close; the burst allowance is 200")
+    await p.rec.wait(is_reconnect, "reconnect after 4011", 6, m)
+    await p.client.publish(room, "after-4011")
+
+
+async def s_back_to_back_frame_latency(ctx: Ctx) -> None:
+    """Two frames the server writes back-to-back (ack, then the presence snapshot) must
+    both arrive promptly. Without TCP_NODELAY, Nagle's algorithm holds the second small
+    frame until the client's delayed ACK (~40 ms on Linux) -- which also delays every
+    burst of SDP/ICE `direct` frames during call setup."""
+    raw = await Raw.open("token=" + urllib.parse.quote(await mint(ctx.pid("lat")), safe=""), "raw-latency")
+    ctx.closers.append(raw.close)
+    await raw.expect(lambda f: f["type"] == "welcome", "welcome", "welcome")
+    gaps = []
+    for i in range(5):
+        room = ctx.room(f"r{i}")
+        await raw.send({"type": "subscribe", "channel": room, "requestId": f"lat-{i}"})
+        await raw.expect(lambda f: f.get("type") == "ack" and f.get("requestId") == f"lat-{i}", "ack", "ack")
+        t_ack = time.perf_counter()
+        await raw.expect(lambda f: f.get("type") == "presence" and f.get("channel") == room, "snapshot", "snapshot")
+        gaps.append(time.perf_counter() - t_ack)
+    median = sorted(gaps)[len(gaps) // 2]
+    check(
+        median < 0.015,
+        f"the presence snapshot arrives a median {median * 1000:.0f} ms after its ack "
+        f"(gaps: {', '.join(f'{g * 1000:.0f}' for g in gaps)} ms); back-to-back frames are held "
+        "back ~40 ms -- Nagle's algorithm vs. the client's delayed ACK: the server should set "
+        "TCP_NODELAY on accepted sockets",
+    )
+
+
 async def s_metered_peer_broadcast(ctx: Ctx) -> None:
     room = ctx.room()
     tok = await mint(ctx.pid("mia"), name="Mia")
@@ -1099,6 +1151,8 @@ SCENARIOS: dict[str, tuple[Callable[[Ctx], Awaitable[None]], float, bool]] = {
     "resubscribe_and_unsubscribe": (s_resubscribe_and_unsubscribe, 15, False),
     "oversize_frame_1009": (s_oversize_frame_1009, 20, False),
     "metered_peer_broadcast": (s_metered_peer_broadcast, 15, False),
+    "rate_limit_4011": (s_rate_limit_4011, 20, False),
+    "back_to_back_frame_latency": (s_back_to_back_frame_latency, 15, False),
 }
 # Names used in the task brief for a group of scenarios.
 ALIASES = {"reconnect_after_kick": ["admin_kick_4020", "reconnect_after_token_expiry"]}
