@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Publishes in flight per publisher during the saturation phase.
     #[arg(long, default_value_t = 4)]
     pub window: usize,
+    /// Loads, as fractions of the saturated publish rate, at which latency is measured.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.25,0.5")]
+    pub loads: Vec<f64>,
 }
 
 #[derive(Debug, Error)]
@@ -58,6 +61,20 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// utime + stime of a process in seconds (from /proc, clock ticks assumed 100 Hz as on Linux).
+fn cpu_secs(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are 14 and 15.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+            Some(ticks as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn now_unix() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -69,6 +86,8 @@ struct Shared {
     epoch: Instant,
     delivered: AtomicU64,
     measuring: AtomicBool,
+    /// Only messages stamped at or after this (µs since `epoch`) count towards latency.
+    measure_from_us: AtomicU64,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
@@ -86,11 +105,27 @@ async fn connect(addr: SocketAddr, i: usize, token: &str) -> Result<Ws, String> 
     sock.bind(SocketAddr::new(src, 0))
         .map_err(|e| e.to_string())?;
     let stream = sock.connect(addr).await.map_err(|e| e.to_string())?;
+    // Like any real signalling client: small frames must not wait for Nagle.
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let url = format!("ws://{addr}/v1?token={token}");
     let (ws, _) = tokio_tungstenite::client_async(url, stream)
         .await
         .map_err(|e| e.to_string())?;
     Ok(ws)
+}
+
+/// Waits until deliveries stop (the previous phase's backlog has drained), at most 30 s.
+async fn wait_quiet(shared: &Shared) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = shared.delivered.load(Ordering::Relaxed);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = shared.delivered.load(Ordering::Relaxed);
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// The send time stamped into a bench message: `..."data":{"t":MICROS}}`.
@@ -183,6 +218,7 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
         epoch: Instant::now(),
         delivered: AtomicU64::new(0),
         measuring: AtomicBool::new(false),
+        measure_from_us: AtomicU64::new(u64::MAX),
     });
     let room_size = args.room_size.max(2);
     let rooms = args.clients.div_ceil(room_size);
@@ -247,7 +283,9 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
                     continue;
                 };
                 shared.delivered.fetch_add(1, Ordering::Relaxed);
-                if shared.measuring.load(Ordering::Relaxed) {
+                if shared.measuring.load(Ordering::Relaxed)
+                    && sent >= shared.measure_from_us.load(Ordering::Relaxed)
+                {
                     let now = shared.epoch.elapsed().as_micros() as u64;
                     if let Ok(mut h) = hist.lock() {
                         h.record_us(now.saturating_sub(sent));
@@ -283,11 +321,14 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let d0 = shared.delivered.load(Ordering::Relaxed);
     let p0 = published.load(Ordering::Relaxed);
+    let (s0, c0) = (cpu_secs(&pid.to_string()), cpu_secs("self"));
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let sat_secs = t0.elapsed().as_secs_f64();
     let delivered_rate = (shared.delivered.load(Ordering::Relaxed) - d0) as f64 / sat_secs;
     let publish_rate = (published.load(Ordering::Relaxed) - p0) as f64 / sat_secs;
+    let sat_server_cpu = (cpu_secs(&pid.to_string()) - s0) / sat_secs * 100.0;
+    let sat_client_cpu = (cpu_secs("self") - c0) / sat_secs * 100.0;
     stop.store(true, Ordering::SeqCst);
     let mut publishers = Vec::new();
     for h in pubs {
@@ -296,42 +337,61 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-
-    // Phase 2: half the saturated publish rate, paced, latency measured.
-    let per_pub_rate = (publish_rate / 2.0 / publishers.len().max(1) as f64).max(1.0);
-    stop.store(false, Ordering::SeqCst);
-    shared.measuring.store(true, Ordering::SeqCst);
-    let mut pubs = Vec::new();
-    for (i, ws) in publishers {
-        pubs.push(tokio::spawn(publisher(
-            i,
-            format!("room-{}", i / room_size),
-            ws,
-            PublisherRun {
-                shared: shared.clone(),
-                stop: stop.clone(),
-                published: published.clone(),
-                window: 1,
-                rate: Some(per_pub_rate),
-            },
-        )));
-    }
-    let d1 = shared.delivered.load(Ordering::Relaxed);
-    let t1 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    let half_secs = t1.elapsed().as_secs_f64();
-    let half_delivered = (shared.delivered.load(Ordering::Relaxed) - d1) as f64 / half_secs;
-    stop.store(true, Ordering::SeqCst);
-    for h in pubs {
-        let _ = h.await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     shared.measuring.store(false, Ordering::SeqCst);
-    let mut hist = LatencyHistogram::default();
-    for h in &histograms {
-        if let Ok(h) = h.lock() {
-            hist.merge(&h);
+
+    // Phase 2: fractions of the saturated publish rate, paced, latency measured at each.
+    let mut curve = Vec::new();
+    for &fraction in &args.loads {
+        let per_pub_rate = (publish_rate * fraction / publishers.len().max(1) as f64).max(1.0);
+        for h in &histograms {
+            if let Ok(mut h) = h.lock() {
+                *h = LatencyHistogram::default();
+            }
         }
+        wait_quiet(&shared).await;
+        stop.store(false, Ordering::SeqCst);
+        shared
+            .measure_from_us
+            .store(shared.epoch.elapsed().as_micros() as u64, Ordering::SeqCst);
+        shared.measuring.store(true, Ordering::SeqCst);
+        let mut pubs = Vec::new();
+        for (i, ws) in publishers.drain(..) {
+            pubs.push(tokio::spawn(publisher(
+                i,
+                format!("room-{}", i / room_size),
+                ws,
+                PublisherRun {
+                    shared: shared.clone(),
+                    stop: stop.clone(),
+                    published: published.clone(),
+                    window: 1,
+                    rate: Some(per_pub_rate),
+                },
+            )));
+        }
+        let d1 = shared.delivered.load(Ordering::Relaxed);
+        let (s1, c1) = (cpu_secs(&pid.to_string()), cpu_secs("self"));
+        let t1 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+        let secs = t1.elapsed().as_secs_f64();
+        let delivered = (shared.delivered.load(Ordering::Relaxed) - d1) as f64 / secs;
+        let server_cpu = (cpu_secs(&pid.to_string()) - s1) / secs * 100.0;
+        let client_cpu = (cpu_secs("self") - c1) / secs * 100.0;
+        stop.store(true, Ordering::SeqCst);
+        for h in pubs {
+            if let Ok(Some(p)) = h.await {
+                publishers.push(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        shared.measuring.store(false, Ordering::SeqCst);
+        let mut hist = LatencyHistogram::default();
+        for h in &histograms {
+            if let Ok(h) = h.lock() {
+                hist.merge(&h);
+            }
+        }
+        curve.push((fraction, delivered, server_cpu, client_cpu, hist));
     }
     let rss_end = rss_kib(pid);
 
@@ -348,14 +408,19 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     println!("| RSS per idle connection | {:.1} KiB |", per_conn / 1024.0);
     println!("| saturated publish rate | {publish_rate:.0} msgs/s (fan-out ×{fanout:.0}) |");
     println!("| saturated delivered rate | {delivered_rate:.0} msgs/s |");
-    println!("| half-load delivered rate | {half_delivered:.0} msgs/s |");
     println!(
-        "| half-load delivery latency p50 / p99 / max | {:.2} / {:.2} / {:.2} ms ({} samples) |",
-        hist.quantile_us(0.5) as f64 / 1000.0,
-        hist.quantile_us(0.99) as f64 / 1000.0,
-        hist.quantile_us(1.0) as f64 / 1000.0,
-        hist.count()
+        "| CPU at saturation: server / bench clients | {sat_server_cpu:.0} % / {sat_client_cpu:.0} % of one core |"
     );
+    for (fraction, delivered, server_cpu, client_cpu, hist) in &curve {
+        println!(
+            "| at {:.0} % load: delivered / latency p50 / p99 / max / CPU server, clients | {delivered:.0} msgs/s / {:.2} / {:.2} / {:.2} ms / {server_cpu:.0} %, {client_cpu:.0} % ({} samples) |",
+            fraction * 100.0,
+            hist.quantile_us(0.5) as f64 / 1000.0,
+            hist.quantile_us(0.99) as f64 / 1000.0,
+            hist.quantile_us(1.0) as f64 / 1000.0,
+            hist.count()
+        );
+    }
     let _ = child.start_kill();
     let _ = std::fs::remove_dir_all(&cfg_dir);
     Ok(std::process::ExitCode::SUCCESS)
@@ -382,7 +447,11 @@ async fn publisher(i: usize, room: String, mut ws: Ws, run: PublisherRun) -> Opt
     let mut in_flight = 0usize;
     let mut seq = 0u64;
     let interval = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let mut next = tokio::time::Instant::now();
+    // Independent publishers are not synchronised: start each at a random phase of its interval,
+    // otherwise every publisher's fan-out lands in the same instant and the run measures the
+    // queue behind one giant burst.
+    let mut next = tokio::time::Instant::now()
+        + interval.map_or(Duration::ZERO, |iv| iv.mul_f64(rand::random::<f64>()));
     while !stop.load(Ordering::Relaxed) {
         if let Some(iv) = interval {
             tokio::time::sleep_until(next).await;

@@ -132,8 +132,10 @@ pub(crate) async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let max = shared.settings.max_inbound_message_bytes;
+    // Small read buffer keeps idle sockets cheap; a write buffer lets the writer coalesce a burst
+    // of queued frames into one syscall (it always flushes once the queue is empty).
     ws.read_buffer_size(4096)
-        .write_buffer_size(0)
+        .write_buffer_size(16 * 1024)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| connection(shared, socket, query, origin, addr))
