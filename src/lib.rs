@@ -10,15 +10,20 @@
 //! | [`protocol`] | wire frames, strict parser, validation, error and close codes | pure |
 //! | [`auth`] | JWT minting/verification, secret and publishable keys, channel globs | pure |
 //! | [`server`] | hub state machine ([`server::hub`]) + axum WebSocket/REST shell | shell only |
+//! | [`client`] | SDK signalling: `SignallingClient` (credential, acks, heartbeat, reconnect, replay) | cores pure, shell IO |
+//! | [`peer`] | MeteredPeer / RemotePeer over webrtc-rs: negotiation, ICE ladder, reconcile | cores pure, shells IO |
+//! | [`headless`] | `meshcall join --headless`: a scriptable peer printing JSON lines | yes |
 //! | [`bench`] | load generators behind `meshcall bench …` | yes |
 //!
-//! Still to come (see the issues): `client/` (SignallingClient), `peer/` (MeteredPeer,
-//! RemotePeer), `media/`, `engine/`, `ui/`.
+//! Still to come (see the issues): `media/`, `engine/`, `ui/`.
 //!
 //! Pure cores take time as an argument and return what to do; thin tokio shells do the IO.
 //! Specifications live in `../shared/spec/` (protocol.md for the wire).
 
 pub mod auth;
 pub mod bench;
+pub mod client;
+pub mod headless;
+pub mod peer;
 pub mod protocol;
 pub mod server;

@@ -30,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a JWT for a peer and print it.
     Token(TokenArgs),
+    /// Join a room as a peer. With --headless: a scriptable peer printing one JSON line per event.
+    Join(JoinArgs),
     /// Benchmarks that print numbers.
     Bench {
         #[command(subcommand)]
@@ -112,6 +114,43 @@ struct TokenArgs {
     metadata_json: Option<String>,
 }
 
+#[derive(Args)]
+struct JoinArgs {
+    /// Run without a window and print JSON lines (the only mode until the desktop app lands).
+    #[arg(long)]
+    headless: bool,
+    /// Server origin, e.g. ws://127.0.0.1:9292 (the SDK adds /v1).
+    #[arg(long, default_value = "ws://127.0.0.1:9292")]
+    server: String,
+    /// Room (channel) to join.
+    #[arg(long)]
+    room: String,
+    /// Display name (peerMetadata.username when minting with --secret).
+    #[arg(long)]
+    name: String,
+    /// A JWT to connect with.
+    #[arg(long, conflicts_with_all = ["key", "secret"])]
+    token: Option<String>,
+    /// A publishable key to connect with.
+    #[arg(long, conflicts_with_all = ["token", "secret"])]
+    key: Option<String>,
+    /// KID=SECRET: mint a fresh token locally on every connect.
+    #[arg(long, conflicts_with_all = ["token", "key"])]
+    secret: Option<String>,
+    /// Peer id to mint with --secret [default: derived from --name plus a random suffix].
+    #[arg(long)]
+    peer_id: Option<String>,
+    /// Leave cleanly after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Restrict ICE to 127.0.0.1 (tests and single-machine demos).
+    #[arg(long)]
+    loopback_only: bool,
+    /// Log filter for stderr (stdout carries only JSON lines).
+    #[arg(long, env = "MESHCALL_LOG", default_value = "warn")]
+    log: String,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Open N WebSocket clients against a fresh server and measure memory, fan-out and latency.
@@ -139,6 +178,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::Join(args) => join(args),
         Command::Bench {
             what: BenchCommand::Server(args),
         } => runtime().and_then(|rt| {
@@ -236,6 +276,51 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    use meshcall::headless::{HeadlessAuth, HeadlessOptions};
+    if !args.headless {
+        anyhow::bail!("the desktop app is not built yet: add --headless for the scriptable peer");
+    }
+    init_logs(&args.log);
+    let auth = match (args.token, args.key, args.secret) {
+        (Some(t), _, _) => HeadlessAuth::Token(t),
+        (_, Some(k), _) => HeadlessAuth::Key(k),
+        (_, _, Some(s)) => {
+            let (kid, secret) = s.split_once('=').context("--secret must be KID=SECRET")?;
+            HeadlessAuth::Secret {
+                kid: kid.to_string(),
+                secret: secret.to_string(),
+            }
+        }
+        _ => anyhow::bail!("give one of --token, --key or --secret KID=SECRET"),
+    };
+    let duration = match args.duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            anyhow::bail!("--duration must be a positive number of seconds")
+        }
+        Some(d) => Some(std::time::Duration::from_secs_f64(d)),
+        None => None,
+    };
+    let opts = HeadlessOptions {
+        server: args.server,
+        room: args.room,
+        name: args.name,
+        peer_id: args.peer_id,
+        auth,
+        duration,
+        data_interval: std::time::Duration::from_secs(1),
+        loopback_only: args.loopback_only,
+    };
+    let rt = runtime()?;
+    match rt.block_on(meshcall::headless::run(opts)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(3))
+        }
     }
 }
 

@@ -775,25 +775,46 @@ async fn a_consumer_that_stops_reading_is_closed_with_1008_and_leaves() {
     // ~9 MB towards `slow`, which reads nothing: kernel buffers fill, then its queue.
     let pad = "z".repeat(60_000);
     for i in 0..150 {
-        let frame = format!(r#"{{"type":"publish","channel":"room","data":{{"i":{i},"pad":"{pad}"}}}}"#);
-        talker.send(Message::Text(frame.into())).await.expect("send");
+        let frame =
+            format!(r#"{{"type":"publish","channel":"room","data":{{"i":{i},"pad":"{pad}"}}}}"#);
+        talker
+            .send(Message::Text(frame.into()))
+            .await
+            .expect("send");
     }
     send(&mut talker, json!({"type":"ping"})).await;
-    assert_eq!(recv(&mut talker).await["type"], "pong", "the talker is unaffected");
+    assert_eq!(
+        recv(&mut talker).await["type"],
+        "pong",
+        "the talker is unaffected"
+    );
     // The hub forgets `slow` at once: it leaves the channel's presence.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let (_, body) = http(addr, "GET", "/v1/channels/room/peers", Some(&bearer()), None).await;
+        let (_, body) = http(
+            addr,
+            "GET",
+            "/v1/channels/room/peers",
+            Some(&bearer()),
+            None,
+        )
+        .await;
         if body.contains(r#""peers":[]"#) {
             break;
         }
-        assert!(Instant::now() < deadline, "slow consumer still present: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "slow consumer still present: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // When `slow` finally reads, it finds fewer than all messages and then a 1008 close.
     let mut got = 0;
     let code = loop {
-        match tokio::time::timeout(Duration::from_secs(10), slow.next()).await.expect("frame") {
+        match tokio::time::timeout(Duration::from_secs(10), slow.next())
+            .await
+            .expect("frame")
+        {
             Some(Ok(Message::Text(_))) => got += 1,
             Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
             Some(Ok(_)) => {}
@@ -803,5 +824,8 @@ async fn a_consumer_that_stops_reading_is_closed_with_1008_and_leaves() {
     assert_eq!(code, Some(1008));
     assert!(got < 150, "slow consumer was cut off early, got {got}");
     let (_, metrics) = http(addr, "GET", "/metrics", None, None).await;
-    assert!(metrics.contains("meshcall_slow_consumers_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("meshcall_slow_consumers_total 1"),
+        "{metrics}"
+    );
 }

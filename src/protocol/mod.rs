@@ -5,6 +5,7 @@
 
 pub mod codes;
 pub mod frames;
+pub mod server_frames;
 pub mod validate;
 
 pub use codes::{CloseCode, ErrorCode};

@@ -1,0 +1,39 @@
+//! The SDK's signalling layer: [`SignallingClient`], one WebSocket to a Metered-compatible
+//! server (ours or the hosted one), pub/sub over any number of channels.
+//!
+//! It does what every official SDK's signalling client does (`sdk.md` §3, decisions K7/K8):
+//! credential per attempt (API key or token provider), request/ack correlation with UUIDv4
+//! request ids, welcome timeout, heartbeat ping and inactivity watchdog, reconnect with
+//! jittered exponential backoff and the close-code policy, subscription replay, and strict
+//! parsing of server frames. `peer/` (MeteredPeer) builds on it.
+//!
+//! Layout: pure cores that take time and randomness as arguments, and one tokio shell.
+//!
+//! | module | what | IO? |
+//! |---|---|---|
+//! | [`backoff`] | reconnect policy, close-code classification, delay computation | pure |
+//! | [`credential`] | API key / token provider, redaction and scrubbing | provider call only |
+//! | [`requests`] | pending request table with deadlines | pure |
+//! | [`url`] | origin validation, connect URL, percent-encoding | pure |
+//! | [`events`] | events, states, `iceServers` allowlist, reason sanitising | pure |
+//! | [`options`], [`error`] | configuration and the error type | pure |
+//! | [`signalling`] | the client handle and its driver task | yes |
+//!
+//! The server frame parser lives with the rest of the wire rules, in
+//! [`crate::protocol::server_frames`].
+
+pub mod backoff;
+pub mod credential;
+pub mod error;
+pub mod events;
+pub mod options;
+pub mod requests;
+pub mod signalling;
+pub mod url;
+
+pub use backoff::{CloseAction, ReconnectPolicy, classify_close, reconnect_delay};
+pub use credential::{ApiKey, Credential, TokenProvider};
+pub use error::ClientError;
+pub use events::{ClientEvent, ClientState, ConnectedInfo, IceServer, PresencePeer};
+pub use options::ClientOptions;
+pub use signalling::SignallingClient;

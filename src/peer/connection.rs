@@ -1,0 +1,751 @@
+//! One RTCPeerConnection and its negotiation engine, as an actor (K1–K4).
+//!
+//! Every mutation of the PeerConnection happens on this task, in arrival order: inbound
+//! signals, local negotiation, data-channel and track requests, ICE restarts. The
+//! PeerConnection's own event handler only forwards events into the actor's queue (it runs on
+//! the WebRTC driver task, which must never block). Decisions come from the pure cores in
+//! [`super::negotiation`] and [`super::ladder`]; this file does the IO.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rtc::data_channel::RTCDataChannelInit;
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use rtc::peer_connection::configuration::RTCOfferOptions;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder, register_default_interceptors,
+};
+
+use super::error::{PeerError, scrub};
+use super::ladder::{IceLadder, LadderAction};
+use super::negotiation::{OfferDecision, WatchdogAction, Watchdogs, accept_answer, decide_offer};
+use super::runtime::ClampedRuntime;
+use super::settings::PeerSettings;
+use super::signals::{
+    Candidate, MAX_CANDIDATE_LEN, MAX_CANDIDATES_PER_DESCRIPTION, MsidEntry, SdpKind,
+    candidate_json, description_json, first_mid, ice_ufrag, msid_entries,
+};
+use super::state::{PcState, PeerConnectionState, map_pc_state};
+use crate::client::IceServer;
+
+/// Inbound WebRTC signals for this connection (already classified by the MeteredPeer).
+#[derive(Debug)]
+pub(crate) enum InboundSignal {
+    Description { kind: SdpKind, sdp: String },
+    Candidate(Option<Candidate>),
+}
+
+pub(crate) enum Command {
+    Signal(InboundSignal),
+    CreateDataChannel {
+        label: String,
+        init: Option<RTCDataChannelInit>,
+        reply: oneshot::Sender<Result<Arc<dyn DataChannel>, PeerError>>,
+    },
+    AddTrack {
+        track: Arc<dyn TrackLocal>,
+        reply: oneshot::Sender<Result<(), PeerError>>,
+    },
+    RemoveTrack {
+        track_id: String,
+        reply: oneshot::Sender<Result<(), PeerError>>,
+    },
+    /// Troubleshooting / app-requested in-place ICE restart.
+    RestartIce,
+    Close(oneshot::Sender<()>),
+}
+
+/// What the connection reports to its RemotePeer. Every event carries the generation so that
+/// late events of a replaced connection are discarded.
+#[derive(Clone)]
+pub(crate) enum ConnEvent {
+    State(PeerConnectionState),
+    DataChannel(Arc<dyn DataChannel>),
+    Track {
+        track: Arc<dyn TrackRemote>,
+        /// msid lines of the remote description current when the track arrived.
+        msid: Vec<MsidEntry>,
+        mid: Option<String>,
+    },
+    NegotiationError(String),
+    IceCandidateError(String),
+    IceRecoveryExhausted {
+        attempts: u32,
+    },
+}
+
+/// Handle to a running connection actor.
+#[derive(Clone)]
+pub(crate) struct ConnectionHandle {
+    pub(crate) generation: u64,
+    pub(crate) pc: Arc<dyn PeerConnection>,
+    cmd: mpsc::Sender<Command>,
+}
+
+impl ConnectionHandle {
+    pub(crate) fn command(&self, c: Command) -> bool {
+        match self.cmd.try_send(c) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(c)) => {
+                // The actor is far behind; wait for room rather than lose a signal.
+                let tx = self.cmd.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(c).await;
+                });
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Closes the PeerConnection, waiting at most 2 s.
+    pub(crate) async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.cmd.send(Command::Close(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+}
+
+pub(crate) struct ConnectionParams {
+    pub(crate) remote_id: String,
+    pub(crate) polite: bool,
+    pub(crate) generation: u64,
+    pub(crate) ice_servers: Vec<IceServer>,
+    pub(crate) settings: Arc<PeerSettings>,
+    /// Outbound signalling payloads for `send(remote_id, …)`, in order.
+    pub(crate) signals: mpsc::Sender<Value>,
+    /// Events for the RemotePeer: (generation, event).
+    pub(crate) events: mpsc::Sender<(u64, ConnEvent)>,
+}
+
+/// Raw PeerConnection events, forwarded from the driver task.
+enum PcEvent {
+    Candidate(RTCIceCandidateInit),
+    GatheringComplete,
+    State(RTCPeerConnectionState),
+    Ice(RTCIceConnectionState),
+    NegotiationNeeded,
+    DataChannel(Arc<dyn DataChannel>),
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct Forwarder {
+    tx: mpsc::Sender<PcEvent>,
+}
+
+impl Forwarder {
+    fn fwd(&self, ev: PcEvent) {
+        if self.tx.try_send(ev).is_err() {
+            warn!("peer connection event queue full or closed; event dropped");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Forwarder {
+    async fn on_negotiation_needed(&self) {
+        self.fwd(PcEvent::NegotiationNeeded);
+    }
+    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
+        match ev.candidate.to_json() {
+            Ok(init) => self.fwd(PcEvent::Candidate(init)),
+            Err(e) => debug!(error = %e, "local candidate not serialisable"),
+        }
+    }
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            self.fwd(PcEvent::GatheringComplete);
+        }
+    }
+    async fn on_ice_connection_state_change(&self, s: RTCIceConnectionState) {
+        self.fwd(PcEvent::Ice(s));
+    }
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        self.fwd(PcEvent::State(s));
+    }
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        self.fwd(PcEvent::DataChannel(dc));
+    }
+    async fn on_track(&self, t: Arc<dyn TrackRemote>) {
+        self.fwd(PcEvent::Track(t));
+    }
+}
+
+fn rtc_err(e: impl std::fmt::Display) -> PeerError {
+    PeerError::WebRtc(scrub(&e.to_string()))
+}
+
+/// Builds a PeerConnection with the project's network-safety and latency settings.
+async fn build_pc(
+    settings: &PeerSettings,
+    ice_servers: &[IceServer],
+    handler: Arc<Forwarder>,
+) -> Result<Arc<dyn PeerConnection>, PeerError> {
+    let se = SettingEngineBuilder::new()
+        // mDNS would bind 5353 (and fail where multicast has no route); never wanted here.
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_network_types(vec![NetworkType::Udp4])
+        // A binding request may beat its trickled candidate; do not wait 1 s to nominate it.
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        .with_ice_timeouts(
+            Some(settings.ice_disconnected),
+            Some(settings.ice_failed),
+            Some(settings.ice_keepalive),
+        )
+        .build();
+    let mut me = MediaEngine::default();
+    me.register_default_codecs().map_err(rtc_err)?;
+    let registry = register_default_interceptors(Registry::new(), &mut me).map_err(rtc_err)?;
+    let servers: Vec<RTCIceServer> = ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let config = RTCConfigurationBuilder::new()
+        .with_ice_servers(servers)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(config)
+        .with_setting_engine(se)
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .with_handler(handler)
+        .with_runtime(Arc::new(ClampedRuntime::new(settings.driver_clamp)))
+        .with_udp_addrs(settings.udp_bind.clone())
+        .with_data_channel_send_buffer_limit(settings.data_channel_send_buffer)
+        .build()
+        .await
+        .map_err(rtc_err)?;
+    Ok(Arc::new(pc))
+}
+
+/// Creates the PeerConnection and starts its actor.
+pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, PeerError> {
+    let (pc_tx, pc_rx) = mpsc::channel(1024);
+    let handler = Arc::new(Forwarder { tx: pc_tx });
+    let pc = build_pc(&params.settings, &params.ice_servers, handler).await?;
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let handle = ConnectionHandle {
+        generation: params.generation,
+        pc: pc.clone(),
+        cmd: cmd_tx,
+    };
+    let settings = params.settings.clone();
+    let actor = Actor {
+        pc,
+        params,
+        have_local_offer: false,
+        ignore_offer: false,
+        dirty: false,
+        restart_next_offer: false,
+        pending_candidates: Vec::new(),
+        candidates_this_description: 0,
+        remote_ufrag: None,
+        null_sent_for_ufrag: None,
+        ice_settled: false,
+        closed: false,
+        last_state: PeerConnectionState::Idle,
+        watchdogs: Watchdogs::new(settings.offer_timeout, settings.stuck_ice_timeout),
+        ladder: IceLadder::new(settings.ladder_schedule.clone(), settings.ladder_probe),
+    };
+    tokio::spawn(actor.run(cmd_rx, pc_rx));
+    Ok(handle)
+}
+
+struct Actor {
+    pc: Arc<dyn PeerConnection>,
+    params: ConnectionParams,
+    /// Our offer is applied locally and awaits an answer (signalling state have-local-offer).
+    have_local_offer: bool,
+    /// Impolite side ignored a colliding offer: drop its candidates until the next answer.
+    ignore_offer: bool,
+    /// Negotiation was requested while an offer was outstanding.
+    dirty: bool,
+    restart_next_offer: bool,
+    pending_candidates: Vec<RTCIceCandidateInit>,
+    candidates_this_description: usize,
+    remote_ufrag: Option<String>,
+    null_sent_for_ufrag: Option<String>,
+    ice_settled: bool,
+    closed: bool,
+    last_state: PeerConnectionState,
+    watchdogs: Watchdogs,
+    ladder: IceLadder,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        mut pc_events: mpsc::Receiver<PcEvent>,
+    ) {
+        loop {
+            let deadline = [self.watchdogs.next_deadline(), self.ladder.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Close(reply)) => {
+                        self.shutdown().await;
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(c) => self.command(c).await,
+                    None => {
+                        self.shutdown().await;
+                        break;
+                    }
+                },
+                Some(ev) = pc_events.recv() => self.pc_event(ev).await,
+                _ = sleep_until_opt(deadline) => self.timers().await,
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.pc.close()).await;
+        self.emit(ConnEvent::State(PeerConnectionState::Closed))
+            .await;
+    }
+
+    async fn emit(&self, ev: ConnEvent) {
+        let _ = self.params.events.send((self.params.generation, ev)).await;
+    }
+
+    async fn signal(&self, v: Value) {
+        if self.params.signals.send(v).await.is_err() {
+            debug!(peer = %self.params.remote_id, "signal dropped: sender gone");
+        }
+    }
+
+    async fn negotiation_error(&self, what: &str, e: PeerError) {
+        debug!(peer = %self.params.remote_id, what, error = %e, "negotiation step failed");
+        self.emit(ConnEvent::NegotiationError(format!("{what}: {e}")))
+            .await;
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::Signal(InboundSignal::Description {
+                kind: SdpKind::Offer,
+                sdp,
+            }) => self.remote_offer(sdp).await,
+            Command::Signal(InboundSignal::Description {
+                kind: SdpKind::Answer,
+                sdp,
+            }) => self.remote_answer(sdp).await,
+            Command::Signal(InboundSignal::Candidate(c)) => self.remote_candidate(c).await,
+            Command::CreateDataChannel { label, init, reply } => {
+                let had_sctp = self.has_application_section().await;
+                let r = self
+                    .pc
+                    .create_data_channel(&label, init)
+                    .await
+                    .map_err(rtc_err);
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                // The first channel needs an m=application section: negotiate explicitly
+                // rather than rely on negotiationneeded.
+                if ok && !had_sctp {
+                    self.negotiate().await;
+                }
+            }
+            Command::AddTrack { track, reply } => {
+                let r = self.pc.add_track(track).await.map(|_| ()).map_err(rtc_err);
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    self.negotiate().await;
+                }
+            }
+            Command::RemoveTrack { track_id, reply } => {
+                let mut result = Ok(());
+                for sender in self.pc.get_senders().await {
+                    if *sender.track().track_id().await == track_id {
+                        result = self.pc.remove_track(&sender).await.map_err(rtc_err);
+                    }
+                }
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.negotiate().await;
+                }
+            }
+            Command::RestartIce => {
+                self.restart_next_offer = true;
+                self.negotiate().await;
+            }
+            Command::Close(_) => {}
+        }
+    }
+
+    async fn has_application_section(&self) -> bool {
+        match self.pc.local_description().await {
+            Some(d) => d.sdp.contains("m=application"),
+            None => false,
+        }
+    }
+
+    /// Makes and sends an offer, unless one is already outstanding (then it is remembered).
+    async fn negotiate(&mut self) {
+        if self.closed {
+            return;
+        }
+        if self.have_local_offer {
+            self.dirty = true;
+            return;
+        }
+        self.dirty = false;
+        let restart = std::mem::take(&mut self.restart_next_offer);
+        if restart && let Err(e) = self.pc.restart_ice().await {
+            self.negotiation_error("restart_ice", rtc_err(e)).await;
+        }
+        let options = restart.then_some(RTCOfferOptions { ice_restart: true });
+        let offer = match self.pc.create_offer(options).await {
+            Ok(o) => o,
+            Err(e) => return self.negotiation_error("create_offer", rtc_err(e)).await,
+        };
+        if let Err(e) = self.pc.set_local_description(offer.clone()).await {
+            return self
+                .negotiation_error("set_local_description(offer)", rtc_err(e))
+                .await;
+        }
+        self.have_local_offer = true;
+        self.watchdogs.offer_sent(Instant::now());
+        if self.last_state == PeerConnectionState::Idle {
+            self.set_state(PeerConnectionState::Connecting).await;
+        }
+        self.signal(description_json(SdpKind::Offer, &offer.sdp))
+            .await;
+    }
+
+    async fn rollback(&mut self) -> bool {
+        match RTCSessionDescription::rollback(None) {
+            Ok(rb) => match self.pc.set_local_description(rb).await {
+                Ok(()) => {
+                    self.have_local_offer = false;
+                    true
+                }
+                Err(e) => {
+                    self.negotiation_error("rollback", rtc_err(e)).await;
+                    false
+                }
+            },
+            Err(e) => {
+                self.negotiation_error("rollback", rtc_err(e)).await;
+                false
+            }
+        }
+    }
+
+    async fn remote_offer(&mut self, sdp: String) {
+        if self.closed {
+            return;
+        }
+        match decide_offer(self.params.polite, false, self.have_local_offer) {
+            OfferDecision::Ignore => {
+                debug!(peer = %self.params.remote_id, "ignoring colliding offer (impolite)");
+                self.ignore_offer = true;
+                return;
+            }
+            OfferDecision::Apply { rollback_first } => {
+                self.ignore_offer = false;
+                if rollback_first {
+                    if !self.rollback().await {
+                        return;
+                    }
+                    // Whatever our withdrawn offer carried still needs negotiating.
+                    self.dirty = true;
+                }
+            }
+        }
+        let offer = match RTCSessionDescription::offer(sdp) {
+            Ok(o) => o,
+            Err(e) => return self.negotiation_error("parse offer", rtc_err(e)).await,
+        };
+        let ufrag = ice_ufrag(&offer.sdp).map(str::to_string);
+        if let Err(e) = self.pc.set_remote_description(offer).await {
+            return self
+                .negotiation_error("set_remote_description(offer)", rtc_err(e))
+                .await;
+        }
+        self.remote_description_applied(ufrag).await;
+        let answer = match self.pc.create_answer(None).await {
+            Ok(a) => a,
+            Err(e) => return self.negotiation_error("create_answer", rtc_err(e)).await,
+        };
+        if let Err(e) = self.pc.set_local_description(answer.clone()).await {
+            return self
+                .negotiation_error("set_local_description(answer)", rtc_err(e))
+                .await;
+        }
+        if self.last_state == PeerConnectionState::Idle {
+            self.set_state(PeerConnectionState::Connecting).await;
+        }
+        self.signal(description_json(SdpKind::Answer, &answer.sdp))
+            .await;
+        self.watchdogs.stable(Instant::now(), self.ice_settled);
+        if self.dirty {
+            self.negotiate().await;
+        }
+    }
+
+    async fn remote_answer(&mut self, sdp: String) {
+        if self.closed {
+            return;
+        }
+        if !accept_answer(self.have_local_offer) {
+            debug!(peer = %self.params.remote_id, "dropping stale answer");
+            return;
+        }
+        let answer = match RTCSessionDescription::answer(sdp) {
+            Ok(a) => a,
+            Err(e) => return self.negotiation_error("parse answer", rtc_err(e)).await,
+        };
+        let ufrag = ice_ufrag(&answer.sdp).map(str::to_string);
+        if let Err(e) = self.pc.set_remote_description(answer).await {
+            return self
+                .negotiation_error("set_remote_description(answer)", rtc_err(e))
+                .await;
+        }
+        self.have_local_offer = false;
+        self.ignore_offer = false;
+        self.remote_description_applied(ufrag).await;
+        self.watchdogs.stable(Instant::now(), self.ice_settled);
+        if self.dirty {
+            self.negotiate().await;
+        }
+    }
+
+    /// After any remote description: new candidate budget, buffered candidates applied.
+    async fn remote_description_applied(&mut self, ufrag: Option<String>) {
+        if ufrag.is_some() && ufrag != self.remote_ufrag {
+            self.candidates_this_description = 0;
+            self.remote_ufrag = ufrag;
+        }
+        let pending = std::mem::take(&mut self.pending_candidates);
+        for c in pending {
+            self.add_candidate(c).await;
+        }
+    }
+
+    async fn remote_candidate(&mut self, c: Option<Candidate>) {
+        let Some(c) = c else {
+            return; // end-of-candidates: nothing to hand to webrtc-rs
+        };
+        if self.closed || self.ignore_offer {
+            return;
+        }
+        if c.candidate.len() > MAX_CANDIDATE_LEN {
+            debug!(peer = %self.params.remote_id, "dropping oversize candidate");
+            return;
+        }
+        if let (Some(u), Some(current)) = (&c.username_fragment, &self.remote_ufrag)
+            && u != current
+        {
+            debug!(peer = %self.params.remote_id, "dropping candidate of an old ICE generation");
+            return;
+        }
+        if self.candidates_this_description >= MAX_CANDIDATES_PER_DESCRIPTION {
+            debug!(peer = %self.params.remote_id, "candidate cap reached; dropping");
+            return;
+        }
+        self.candidates_this_description += 1;
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate,
+            sdp_mid: c.sdp_mid,
+            sdp_mline_index: c.sdp_mline_index,
+            username_fragment: c.username_fragment,
+            ..Default::default()
+        };
+        if self.pc.remote_description().await.is_none() {
+            if self.pending_candidates.len() < MAX_CANDIDATES_PER_DESCRIPTION {
+                self.pending_candidates.push(init);
+            }
+            return;
+        }
+        self.add_candidate(init).await;
+    }
+
+    async fn add_candidate(&mut self, init: RTCIceCandidateInit) {
+        if let Err(e) = self.pc.add_ice_candidate(init).await {
+            self.emit(ConnEvent::IceCandidateError(scrub(&e.to_string())))
+                .await;
+        }
+    }
+
+    async fn set_state(&mut self, s: PeerConnectionState) {
+        if self.last_state != s {
+            self.last_state = s;
+            self.emit(ConnEvent::State(s)).await;
+        }
+    }
+
+    async fn pc_event(&mut self, ev: PcEvent) {
+        if self.closed {
+            return;
+        }
+        match ev {
+            PcEvent::Candidate(mut init) => {
+                // Browsers and the official SDKs want a real mid and the ufrag.
+                let local = self.pc.local_description().await;
+                if init.sdp_mid.as_deref().is_none_or(str::is_empty) {
+                    init.sdp_mid = local
+                        .as_ref()
+                        .and_then(|d| first_mid(&d.sdp))
+                        .map(str::to_string)
+                        .or(Some("0".into()));
+                    init.sdp_mline_index = Some(0);
+                }
+                if init.username_fragment.is_none() {
+                    init.username_fragment = local
+                        .as_ref()
+                        .and_then(|d| ice_ufrag(&d.sdp))
+                        .map(str::to_string);
+                }
+                let c = Candidate {
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid,
+                    sdp_mline_index: init.sdp_mline_index,
+                    username_fragment: init.username_fragment,
+                };
+                self.signal(candidate_json(Some(&c))).await;
+            }
+            PcEvent::GatheringComplete => {
+                // Complete repeats after every local description; send the end marker once
+                // per local ICE generation.
+                let ufrag = self
+                    .pc
+                    .local_description()
+                    .await
+                    .and_then(|d| ice_ufrag(&d.sdp).map(str::to_string));
+                if ufrag.is_some() && ufrag != self.null_sent_for_ufrag {
+                    self.null_sent_for_ufrag = ufrag;
+                    self.signal(candidate_json(None)).await;
+                }
+            }
+            PcEvent::State(s) => {
+                let pc_state = match s {
+                    RTCPeerConnectionState::New => PcState::New,
+                    RTCPeerConnectionState::Connecting => PcState::Connecting,
+                    RTCPeerConnectionState::Connected => PcState::Connected,
+                    RTCPeerConnectionState::Disconnected => PcState::Disconnected,
+                    RTCPeerConnectionState::Failed => PcState::Failed,
+                    RTCPeerConnectionState::Closed => PcState::Closed,
+                    _ => return,
+                };
+                match pc_state {
+                    PcState::Connected => {
+                        self.ladder.on_connected();
+                        self.watchdogs.ice_settled();
+                    }
+                    PcState::Failed => self.ladder.on_failed(Instant::now()),
+                    _ => {}
+                }
+                // `new` before the first negotiation is not news.
+                if !(pc_state == PcState::New && self.last_state == PeerConnectionState::Idle) {
+                    self.set_state(map_pc_state(pc_state)).await;
+                }
+            }
+            PcEvent::Ice(s) => {
+                if matches!(
+                    s,
+                    RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+                ) {
+                    self.ice_settled = true;
+                    self.watchdogs.ice_settled();
+                } else if matches!(
+                    s,
+                    RTCIceConnectionState::Checking | RTCIceConnectionState::New
+                ) {
+                    self.ice_settled = false;
+                }
+            }
+            PcEvent::NegotiationNeeded => {
+                if !self.have_local_offer {
+                    self.negotiate().await;
+                } else {
+                    self.dirty = true;
+                }
+            }
+            PcEvent::DataChannel(dc) => self.emit(ConnEvent::DataChannel(dc)).await,
+            PcEvent::Track(track) => {
+                let remote = self.pc.remote_description().await;
+                let msid = remote.map(|d| msid_entries(&d.sdp)).unwrap_or_default();
+                let mut mid = None;
+                let wanted = track.track_id().await.to_string();
+                for t in self.pc.get_transceivers().await {
+                    let Ok(Some(receiver)) = t.receiver().await else {
+                        continue;
+                    };
+                    if *receiver.track().track_id().await == wanted {
+                        mid = t.mid().await.ok().flatten();
+                    }
+                }
+                self.emit(ConnEvent::Track { track, msid, mid }).await;
+            }
+        }
+    }
+
+    async fn timers(&mut self) {
+        let now = Instant::now();
+        if let Some(action) = self.watchdogs.poll(now) {
+            match action {
+                WatchdogAction::ReOffer => {
+                    debug!(peer = %self.params.remote_id, "offer unanswered: withdrawing and re-offering");
+                    if self.have_local_offer && self.rollback().await {
+                        self.negotiate().await;
+                    }
+                }
+                WatchdogAction::RestartIce => {
+                    debug!(peer = %self.params.remote_id, "ICE stuck after negotiation: restarting");
+                    self.restart_next_offer = true;
+                    self.negotiate().await;
+                }
+            }
+        }
+        while let Some(action) = self.ladder.poll(now) {
+            match action {
+                LadderAction::Restart { attempt } => {
+                    debug!(peer = %self.params.remote_id, attempt, "ICE recovery: restarting");
+                    if self.have_local_offer {
+                        let _ = self.rollback().await;
+                    }
+                    self.restart_next_offer = true;
+                    self.negotiate().await;
+                }
+                LadderAction::Exhausted { attempts } => {
+                    warn!(peer = %self.params.remote_id, attempts, "ICE recovery exhausted");
+                    self.emit(ConnEvent::IceRecoveryExhausted { attempts })
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,205 @@
+//! The ICE-restart ladder (K4, sdk.md §7): on `failed`, restart ICE after 0/1/2/4/8/16/30/30/30 s,
+//! each attempt probed for 15 s; when the schedule is spent, report exhaustion exactly once and
+//! stay `reconnecting`. Reaching `connected` resets everything. Pure: time is an argument.
+
+use std::time::{Duration, Instant};
+
+/// Delays before each attempt, in seconds.
+pub const SCHEDULE_SECS: [u64; 9] = [0, 1, 2, 4, 8, 16, 30, 30, 30];
+/// How long each attempt may take to reach `connected`.
+pub const PROBE: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LadderAction {
+    /// Restart ICE now (attempt is 1-based).
+    Restart { attempt: u32 },
+    /// The schedule is spent; emitted once per failure episode.
+    Exhausted { attempts: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Idle,
+    Waiting { until: Instant },
+    Probing { deadline: Instant },
+    Exhausted,
+}
+
+#[derive(Debug, Clone)]
+pub struct IceLadder {
+    schedule: Vec<Duration>,
+    probe: Duration,
+    /// Attempts made in this episode.
+    attempts: u32,
+    phase: Phase,
+}
+
+impl Default for IceLadder {
+    fn default() -> Self {
+        IceLadder::new(
+            SCHEDULE_SECS
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            PROBE,
+        )
+    }
+}
+
+impl IceLadder {
+    pub fn new(schedule: Vec<Duration>, probe: Duration) -> Self {
+        IceLadder {
+            schedule,
+            probe,
+            attempts: 0,
+            phase: Phase::Idle,
+        }
+    }
+
+    /// The connection reported `failed`. Starts an episode if none is running; during a probe it
+    /// cuts the probe short (the attempt evidently failed).
+    pub fn on_failed(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Idle => self.schedule_next(now),
+            Phase::Probing { .. } => self.schedule_next(now),
+            Phase::Waiting { .. } | Phase::Exhausted => {}
+        }
+    }
+
+    /// `connected`: the episode is over and the budget resets.
+    pub fn on_connected(&mut self) {
+        self.attempts = 0;
+        self.phase = Phase::Idle;
+    }
+
+    pub fn is_active(&self) -> bool {
+        matches!(self.phase, Phase::Waiting { .. } | Phase::Probing { .. })
+    }
+
+    pub fn is_exhausted(&self) -> bool {
+        self.phase == Phase::Exhausted
+    }
+
+    fn schedule_next(&mut self, now: Instant) {
+        match self.schedule.get(self.attempts as usize) {
+            Some(delay) => {
+                self.phase = Phase::Waiting {
+                    until: now + *delay,
+                }
+            }
+            None => self.phase = Phase::Exhausted,
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Waiting { until } => Some(until),
+            Phase::Probing { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Advances time. At most one action per call; call again if a deadline is still due.
+    pub fn poll(&mut self, now: Instant) -> Option<LadderAction> {
+        match self.phase {
+            Phase::Waiting { until } if now >= until => {
+                self.attempts += 1;
+                self.phase = Phase::Probing {
+                    deadline: now + self.probe,
+                };
+                Some(LadderAction::Restart {
+                    attempt: self.attempts,
+                })
+            }
+            Phase::Probing { deadline } if now >= deadline => {
+                self.schedule_next(now);
+                if self.phase == Phase::Exhausted {
+                    Some(LadderAction::Exhausted {
+                        attempts: self.attempts,
+                    })
+                } else {
+                    self.poll(now)
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives the ladder with no recovery and records when each action happened.
+    fn run_to_exhaustion(mut l: IceLadder, t0: Instant) -> Vec<(u64, LadderAction)> {
+        let mut out = Vec::new();
+        l.on_failed(t0);
+        while let Some(now) = l.next_deadline() {
+            while let Some(a) = l.poll(now) {
+                out.push(((now - t0).as_secs(), a));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn schedule_and_single_exhaustion() {
+        let t0 = Instant::now();
+        let actions = run_to_exhaustion(IceLadder::default(), t0);
+        let restarts: Vec<u64> = actions
+            .iter()
+            .filter(|(_, a)| matches!(a, LadderAction::Restart { .. }))
+            .map(|(t, _)| *t)
+            .collect();
+        // attempt n starts after the previous probe (15 s) plus its delay.
+        assert_eq!(restarts, vec![0, 16, 33, 52, 75, 106, 151, 196, 241]);
+        let exhausted: Vec<_> = actions
+            .iter()
+            .filter(|(_, a)| matches!(a, LadderAction::Exhausted { .. }))
+            .collect();
+        assert_eq!(
+            exhausted,
+            vec![&(256, LadderAction::Exhausted { attempts: 9 })]
+        );
+    }
+
+    #[test]
+    fn connected_resets_the_budget() {
+        let t0 = Instant::now();
+        let mut l = IceLadder::default();
+        l.on_failed(t0);
+        assert_eq!(l.poll(t0), Some(LadderAction::Restart { attempt: 1 }));
+        l.on_failed(t0 + Duration::from_secs(3)); // attempt failed early
+        assert_eq!(l.poll(t0 + Duration::from_secs(3)), None, "waits its 1 s");
+        assert_eq!(
+            l.poll(t0 + Duration::from_secs(4)),
+            Some(LadderAction::Restart { attempt: 2 })
+        );
+        l.on_connected();
+        assert!(!l.is_active());
+        assert_eq!(l.next_deadline(), None);
+        l.on_failed(t0 + Duration::from_secs(100));
+        assert_eq!(
+            l.poll(t0 + Duration::from_secs(100)),
+            Some(LadderAction::Restart { attempt: 1 }),
+            "budget starts over"
+        );
+    }
+
+    #[test]
+    fn exhausted_ladder_ignores_further_failures_until_connected() {
+        let t0 = Instant::now();
+        let mut l = IceLadder::new(vec![Duration::ZERO], Duration::from_secs(1));
+        l.on_failed(t0);
+        assert_eq!(l.poll(t0), Some(LadderAction::Restart { attempt: 1 }));
+        assert_eq!(
+            l.poll(t0 + Duration::from_secs(1)),
+            Some(LadderAction::Exhausted { attempts: 1 })
+        );
+        l.on_failed(t0 + Duration::from_secs(2));
+        assert_eq!(l.poll(t0 + Duration::from_secs(60)), None);
+        assert!(l.is_exhausted());
+        l.on_connected();
+        assert!(!l.is_exhausted());
+    }
+}

@@ -1,0 +1,823 @@
+//! MeteredPeer (K1, sdk.md §4 and §8): one signalling connection, one channel, one RemotePeer
+//! per other member (full mesh), local media fanned out to current and future peers, and the
+//! identity-preserving reconcile after a signalling drop.
+//!
+//! All client events are handled by one task, in order; the public methods only touch shared
+//! state under short locks and never wait on that task.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+use webrtc::media_stream::track_local::TrackLocal;
+
+use super::connection::{self, Command, ConnectionParams, InboundSignal};
+use super::error::{PeerError, PeerEventError, scrub};
+use super::events::{Emitter, EventStream};
+use super::negotiation::is_polite;
+use super::reconcile;
+use super::remote_peer::RemotePeer;
+use super::settings::PeerSettings;
+use super::signals::{DirectPayload, TrackMeta, classify_direct, track_meta_json};
+use super::state::{PeerConnectionState, StateChange};
+use crate::client::{
+    ClientError, ClientEvent, ClientOptions, ClientState, IceServer, PresencePeer, SignallingClient,
+};
+use crate::protocol::validate::check_not_reserved;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MeteredPeerState {
+    Idle,
+    Joining,
+    Joined,
+    Reconnecting,
+    Leaving,
+    Closed,
+}
+
+impl MeteredPeerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MeteredPeerState::Idle => "idle",
+            MeteredPeerState::Joining => "joining",
+            MeteredPeerState::Joined => "joined",
+            MeteredPeerState::Reconnecting => "reconnecting",
+            MeteredPeerState::Leaving => "leaving",
+            MeteredPeerState::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataKind {
+    Broadcast,
+    Direct,
+}
+
+/// App data received through the server (`send` broadcasts and `send_to` directs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataEvent {
+    /// Server-stamped sender: trust this, never a field inside `data`.
+    pub from: String,
+    pub data: Value,
+    pub kind: DataKind,
+    pub from_metadata: Option<Value>,
+}
+
+/// `Left{peer_id, channel, reason}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftEvent {
+    pub peer_id: Option<String>,
+    pub channel: Option<String>,
+    pub reason: String,
+}
+
+/// Uncorrelated server error codes that are fatal for a MeteredPeer (sdk.md §4.11).
+const FATAL_ERROR_CODES: [&str; 5] = [
+    "account_suspended",
+    "channel_not_authorized",
+    "action_not_permitted",
+    "invalid_token",
+    "token_expired",
+];
+/// Terminal close codes reported as fatal before teardown.
+const FATAL_CLOSE_CODES: [u16; 5] = [4001, 4002, 4003, 4012, 4020];
+
+struct LocalTrack {
+    track: Arc<dyn TrackLocal>,
+    track_id: String,
+    kind: String,
+    stream_id: Option<String>,
+    metadata: Option<Value>,
+}
+
+#[derive(Default)]
+struct Reconcile {
+    pending: bool,
+    deadline: Option<Instant>,
+    forced: u32,
+}
+
+struct Emitters {
+    state: Emitter<StateChange<MeteredPeerState>>,
+    peer_joined: Emitter<RemotePeer>,
+    peer_left: Emitter<RemotePeer>,
+    data: Emitter<DataEvent>,
+    errors: Emitter<PeerEventError>,
+    left: Emitter<LeftEvent>,
+}
+
+struct Inner {
+    client: SignallingClient,
+    client_events: Mutex<Option<mpsc::Receiver<ClientEvent>>>,
+    settings: Arc<PeerSettings>,
+    state: Mutex<MeteredPeerState>,
+    channel: Mutex<Option<String>>,
+    include_sender_metadata: AtomicBool,
+    peers: Mutex<Vec<RemotePeer>>,
+    local_id: Mutex<Option<String>>,
+    ice_servers: Mutex<Vec<IceServer>>,
+    local_tracks: Mutex<Vec<LocalTrack>>,
+    reconcile: Mutex<Reconcile>,
+    ev: Emitters,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+/// The local participant. Cheap to clone.
+#[derive(Clone)]
+pub struct MeteredPeer {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MeteredPeer {
+    /// Validates the options; does not connect (`join` does).
+    pub fn new(options: ClientOptions, settings: PeerSettings) -> Result<MeteredPeer, PeerError> {
+        let (client, events) = SignallingClient::new(options)?;
+        let cap = settings.event_capacity;
+        Ok(MeteredPeer {
+            inner: Arc::new(Inner {
+                client,
+                client_events: Mutex::new(Some(events)),
+                settings: Arc::new(settings),
+                state: Mutex::new(MeteredPeerState::Idle),
+                channel: Mutex::new(None),
+                include_sender_metadata: AtomicBool::new(false),
+                peers: Mutex::new(Vec::new()),
+                local_id: Mutex::new(None),
+                ice_servers: Mutex::new(Vec::new()),
+                local_tracks: Mutex::new(Vec::new()),
+                reconcile: Mutex::new(Reconcile::default()),
+                ev: Emitters {
+                    state: Emitter::new(cap),
+                    peer_joined: Emitter::new(cap),
+                    peer_left: Emitter::new(cap),
+                    data: Emitter::new(cap.max(1024)),
+                    errors: Emitter::new(cap),
+                    left: Emitter::new(cap),
+                },
+                stop: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn state(&self) -> MeteredPeerState {
+        *lock(&self.inner.state)
+    }
+
+    /// Our peer id (from the latest `welcome`).
+    pub fn peer_id(&self) -> Option<String> {
+        lock(&self.inner.local_id).clone()
+    }
+
+    pub fn channel(&self) -> Option<String> {
+        lock(&self.inner.channel).clone()
+    }
+
+    /// Current remote peers, in the order they appeared.
+    pub fn remote_peers(&self) -> Vec<RemotePeer> {
+        lock(&self.inner.peers).clone()
+    }
+
+    pub fn remote_peer(&self, id: &str) -> Option<RemotePeer> {
+        lock(&self.inner.peers)
+            .iter()
+            .find(|p| p.id() == id)
+            .cloned()
+    }
+
+    pub fn state_changes(&self) -> EventStream<StateChange<MeteredPeerState>> {
+        self.inner.ev.state.subscribe()
+    }
+    pub fn on_peer_joined(&self) -> EventStream<RemotePeer> {
+        self.inner.ev.peer_joined.subscribe()
+    }
+    pub fn on_peer_left(&self) -> EventStream<RemotePeer> {
+        self.inner.ev.peer_left.subscribe()
+    }
+    pub fn on_data(&self) -> EventStream<DataEvent> {
+        self.inner.ev.data.subscribe()
+    }
+    /// Fatal errors and reconcile timeouts (sdk.md §4.11).
+    pub fn errors(&self) -> EventStream<PeerEventError> {
+        self.inner.ev.errors.subscribe()
+    }
+    pub fn on_left(&self) -> EventStream<LeftEvent> {
+        self.inner.ev.left.subscribe()
+    }
+
+    /// The signalling client underneath (troubleshooting; do not subscribe through it).
+    pub fn signalling(&self) -> &SignallingClient {
+        &self.inner.client
+    }
+
+    fn set_state(&self, to: MeteredPeerState) {
+        let change = {
+            let mut s = lock(&self.inner.state);
+            if *s == to {
+                return;
+            }
+            let from = *s;
+            *s = to;
+            StateChange { from, to }
+        };
+        debug!(
+            from = change.from.as_str(),
+            to = change.to.as_str(),
+            "metered peer state"
+        );
+        self.inner.ev.state.emit(change);
+    }
+
+    /// Connects (if needed) and subscribes to `channel`. Peers already there appear through
+    /// `on_peer_joined`, possibly before this returns.
+    pub async fn join(
+        &self,
+        channel: &str,
+        include_sender_metadata: bool,
+    ) -> Result<(), PeerError> {
+        if self.state() != MeteredPeerState::Idle {
+            return Err(PeerError::InvalidState("join needs an idle MeteredPeer"));
+        }
+        if check_not_reserved(channel).is_err() {
+            return Err(PeerError::ReservedChannel);
+        }
+        self.set_state(MeteredPeerState::Joining);
+        *lock(&self.inner.channel) = Some(channel.to_string());
+        self.inner
+            .include_sender_metadata
+            .store(include_sender_metadata, Ordering::SeqCst);
+        self.start_event_loop();
+        let result = async {
+            if matches!(
+                self.inner.client.state(),
+                ClientState::Idle | ClientState::Closed
+            ) {
+                let info = self.inner.client.connect().await?;
+                *lock(&self.inner.local_id) = Some(info.peer_id.clone());
+                if let Some(ice) = info.ice_servers {
+                    *lock(&self.inner.ice_servers) = ice;
+                }
+            }
+            self.inner
+                .client
+                .subscribe(channel, include_sender_metadata)
+                .await?;
+            Ok::<(), ClientError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                if self.state() == MeteredPeerState::Joining {
+                    self.set_state(MeteredPeerState::Joined);
+                }
+                info!(channel, "joined");
+                Ok(())
+            }
+            Err(e) => {
+                if self.state() == MeteredPeerState::Joining {
+                    *lock(&self.inner.channel) = None;
+                    self.set_state(MeteredPeerState::Idle);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Terminal and idempotent: every peer leaves, the socket closes, state `closed`.
+    pub async fn close(&self) {
+        let state = self.state();
+        if matches!(state, MeteredPeerState::Closed | MeteredPeerState::Leaving) {
+            return;
+        }
+        self.set_state(MeteredPeerState::Leaving);
+        self.teardown("closed by the application".to_string()).await;
+    }
+
+    async fn teardown(&self, reason: String) {
+        lock(&self.inner.reconcile).pending = false;
+        let peers: Vec<RemotePeer> = std::mem::take(&mut *lock(&self.inner.peers));
+        for p in &peers {
+            p.close();
+            self.inner.ev.peer_left.emit(p.clone());
+        }
+        lock(&self.inner.local_tracks).clear();
+        self.inner.client.close().await;
+        if let Some(stop) = lock(&self.inner.stop).take() {
+            let _ = stop.send(());
+        }
+        let channel = lock(&self.inner.channel).take();
+        self.set_state(MeteredPeerState::Closed);
+        self.inner.ev.left.emit(LeftEvent {
+            peer_id: self.peer_id(),
+            channel,
+            reason,
+        });
+    }
+
+    /// Broadcast to the channel through the server (not echoed locally).
+    pub async fn send(&self, data: Value) -> Result<(), PeerError> {
+        if self.state() != MeteredPeerState::Joined {
+            return Err(PeerError::NotJoined);
+        }
+        let channel = self.channel().ok_or(PeerError::NotJoined)?;
+        self.inner.client.publish(&channel, data).await?;
+        Ok(())
+    }
+
+    /// Direct message to one peer through the server.
+    pub async fn send_to(&self, peer_id: &str, data: Value) -> Result<(), PeerError> {
+        if self.state() != MeteredPeerState::Joined {
+            return Err(PeerError::NotJoined);
+        }
+        if peer_id.is_empty() {
+            return Err(PeerError::InvalidArgs("peer id is empty"));
+        }
+        if Some(peer_id) == self.peer_id().as_deref() {
+            return Err(PeerError::SelfSend);
+        }
+        self.inner.client.send(peer_id, data).await?;
+        Ok(())
+    }
+
+    /// Adds a local track for every current and future peer. `metadata` (e.g.
+    /// `{"role":"screen"}`) is sent to each peer before the track's media (K6).
+    pub async fn add_track(
+        &self,
+        track: Arc<dyn TrackLocal>,
+        metadata: Option<Value>,
+    ) -> Result<(), PeerError> {
+        if matches!(
+            self.state(),
+            MeteredPeerState::Leaving | MeteredPeerState::Closed
+        ) {
+            return Err(PeerError::InvalidState("the MeteredPeer is closed"));
+        }
+        if metadata.as_ref().is_some_and(|m| !m.is_object()) {
+            return Err(PeerError::InvalidArgs(
+                "track metadata must be a JSON object",
+            ));
+        }
+        let track_id = track.track_id().await.to_string();
+        let stream_id = {
+            let s = track.stream_id().await.to_string();
+            (!s.is_empty()).then_some(s)
+        };
+        let kind = track.kind().await.to_string().to_lowercase();
+        {
+            let tracks = lock(&self.inner.local_tracks);
+            if tracks.iter().any(|t| t.track_id == track_id) {
+                return Ok(()); // idempotent
+            }
+        }
+        let entry = LocalTrack {
+            track: track.clone(),
+            track_id,
+            kind,
+            stream_id,
+            metadata,
+        };
+        let meta_msg = entry.metadata.as_ref().map(|_| self.meta_message(&entry));
+        if let Some(m) = &meta_msg {
+            let size = m.to_string().len();
+            let max = self.inner.client.max_message_size();
+            if size > max {
+                return Err(PeerError::Oversized { size, max });
+            }
+        }
+        lock(&self.inner.local_tracks).push(entry);
+        if self.state() == MeteredPeerState::Joined {
+            for p in self.remote_peers() {
+                if let Some(m) = &meta_msg {
+                    let _ = self.inner.client.send(p.id(), m.clone()).await;
+                }
+                attach(&p, track.clone()).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops sending a track to every peer (a metadata clear goes first).
+    pub async fn remove_track(&self, track_id: &str) -> Result<(), PeerError> {
+        let removed = {
+            let mut tracks = lock(&self.inner.local_tracks);
+            let idx = tracks.iter().position(|t| t.track_id == track_id);
+            idx.map(|i| tracks.remove(i))
+        };
+        let Some(entry) = removed else { return Ok(()) };
+        if self.state() == MeteredPeerState::Joined {
+            for p in self.remote_peers() {
+                if entry.metadata.is_some() {
+                    let clear = track_meta_json(&TrackMeta {
+                        track_id: entry.track_id.clone(),
+                        metadata: None,
+                        kind: None,
+                        stream_id: None,
+                    });
+                    let _ = self.inner.client.send(p.id(), clear).await;
+                }
+                if let Some(h) = p.handle() {
+                    let (reply, rx) = oneshot::channel();
+                    if h.command(Command::RemoveTrack {
+                        track_id: entry.track_id.clone(),
+                        reply,
+                    }) {
+                        let _ = rx.await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn meta_message(&self, t: &LocalTrack) -> Value {
+        track_meta_json(&TrackMeta {
+            track_id: t.track_id.clone(),
+            metadata: t.metadata.clone(),
+            kind: Some(t.kind.clone()),
+            stream_id: t.stream_id.clone(),
+        })
+    }
+
+    fn start_event_loop(&self) {
+        let Some(events) = lock(&self.inner.client_events).take() else {
+            return;
+        };
+        let (stop_tx, stop_rx) = oneshot::channel();
+        *lock(&self.inner.stop) = Some(stop_tx);
+        let me = self.clone();
+        tokio::spawn(async move { me.event_loop(events, stop_rx).await });
+    }
+
+    async fn event_loop(
+        self,
+        mut events: mpsc::Receiver<ClientEvent>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            let deadline = lock(&self.inner.reconcile).deadline;
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(ev) => self.client_event(ev).await,
+                    None => break,
+                },
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.reconcile_deadline().await,
+                _ = &mut stop => break,
+            }
+        }
+    }
+
+    async fn client_event(&self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Connected(info) => {
+                *lock(&self.inner.local_id) = Some(info.peer_id.clone());
+                // A welcome without iceServers keeps the previous list (a TURN-less rebuild
+                // would strand peers behind symmetric NATs).
+                if let Some(ice) = info.ice_servers {
+                    *lock(&self.inner.ice_servers) = ice;
+                }
+                if info.is_reconnect {
+                    let mut r = lock(&self.inner.reconcile);
+                    if r.pending {
+                        if lock(&self.inner.peers).is_empty() {
+                            r.pending = false;
+                            r.deadline = None;
+                            drop(r);
+                            if self.state() == MeteredPeerState::Reconnecting {
+                                self.set_state(MeteredPeerState::Joined);
+                            }
+                        } else {
+                            r.forced = 0;
+                            r.deadline =
+                                Some(Instant::now() + self.inner.settings.reconcile_deadline);
+                        }
+                    }
+                }
+            }
+            ClientEvent::Disconnected {
+                code,
+                reason,
+                will_reconnect,
+            } => {
+                let state = self.state();
+                if will_reconnect
+                    && matches!(
+                        state,
+                        MeteredPeerState::Joined | MeteredPeerState::Reconnecting
+                    )
+                {
+                    {
+                        let mut r = lock(&self.inner.reconcile);
+                        r.pending = true;
+                        r.deadline = None;
+                    }
+                    for p in self.remote_peers() {
+                        p.set_state(PeerConnectionState::Reconnecting);
+                    }
+                    self.set_state(MeteredPeerState::Reconnecting);
+                } else if !matches!(state, MeteredPeerState::Leaving | MeteredPeerState::Closed) {
+                    if FATAL_CLOSE_CODES.contains(&code) {
+                        self.inner.ev.errors.emit(PeerEventError::Fatal {
+                            code: Some(code),
+                            message: format!(
+                                "connection closed terminally (code {code}: {})",
+                                scrub(&reason)
+                            ),
+                        });
+                    }
+                    self.set_state(MeteredPeerState::Leaving);
+                    self.teardown(format!("disconnected (code {code})")).await;
+                }
+            }
+            ClientEvent::Presence {
+                channel,
+                joined,
+                left,
+            } => {
+                if Some(&channel) != lock(&self.inner.channel).as_ref() {
+                    return;
+                }
+                let pending = lock(&self.inner.reconcile).pending;
+                if pending {
+                    self.reconcile_from_snapshot(&joined).await;
+                } else {
+                    for p in joined {
+                        self.add_peer(p.peer_id, p.metadata).await;
+                    }
+                    for p in left {
+                        self.remove_peer(&p.peer_id);
+                    }
+                }
+            }
+            ClientEvent::Direct {
+                from,
+                data,
+                from_metadata,
+            } => self.direct(from, data, from_metadata),
+            ClientEvent::Message {
+                channel,
+                from,
+                data,
+                from_metadata,
+            } => {
+                if Some(&channel) == lock(&self.inner.channel).as_ref()
+                    && Some(&from) != self.peer_id().as_ref()
+                {
+                    self.inner.ev.data.emit(DataEvent {
+                        from,
+                        data,
+                        kind: DataKind::Broadcast,
+                        from_metadata,
+                    });
+                }
+            }
+            ClientEvent::ServerError { code, message } => {
+                if FATAL_ERROR_CODES.contains(&code.as_str()) {
+                    self.inner.ev.errors.emit(PeerEventError::Fatal {
+                        code: None,
+                        message: format!(
+                            "server error {code}: {}",
+                            scrub(message.as_deref().unwrap_or(""))
+                        ),
+                    });
+                }
+            }
+            ClientEvent::TokenProviderError {
+                consecutive_failures,
+                message,
+            } => self.inner.ev.errors.emit(PeerEventError::TokenProvider {
+                consecutive_failures,
+                message: scrub(&message),
+            }),
+            ClientEvent::GoingAway { .. } | ClientEvent::StateChanged { .. } => {}
+        }
+    }
+
+    fn direct(&self, from: String, data: Value, from_metadata: Option<Value>) {
+        let peer = self.remote_peer(&from);
+        match classify_direct(&data) {
+            DirectPayload::Description { kind, sdp } => match peer {
+                Some(p) => p.signal(InboundSignal::Description { kind, sdp }),
+                None => debug!(from = %from, "signal from an unknown peer dropped"),
+            },
+            DirectPayload::Candidate(c) => {
+                if let Some(p) = peer {
+                    p.signal(InboundSignal::Candidate(c));
+                }
+            }
+            DirectPayload::TrackMeta(m) => {
+                if let Some(p) = peer {
+                    p.store_track_meta(m);
+                }
+            }
+            DirectPayload::App(data) => {
+                if peer.is_some() {
+                    self.inner.ev.data.emit(DataEvent {
+                        from,
+                        data,
+                        kind: DataKind::Direct,
+                        from_metadata,
+                    });
+                } else {
+                    debug!(from = %from, "direct data from a non-member dropped");
+                }
+            }
+        }
+    }
+
+    /// Builds a connection for `peer` (generation = peer's next), installs it, sends track
+    /// metadata and attaches local tracks.
+    async fn connect_peer(&self, peer: &RemotePeer) -> Result<(), PeerError> {
+        let local_id = self.peer_id().unwrap_or_default();
+        let polite = is_polite(&local_id, peer.id());
+        peer.set_polite(polite);
+        let (sig_tx, mut sig_rx) = mpsc::channel::<Value>(1024);
+        let client = self.inner.client.clone();
+        let to = peer.id().to_string();
+        // Signals go out in order, one at a time (each waits for its ack).
+        tokio::spawn(async move {
+            while let Some(v) = sig_rx.recv().await {
+                if let Err(e) = client.send(&to, v).await {
+                    debug!(to = %to, error = %e, "signal not delivered");
+                }
+            }
+        });
+        let ice_servers = lock(&self.inner.ice_servers).clone();
+        let handle = connection::spawn(ConnectionParams {
+            remote_id: peer.id().to_string(),
+            polite,
+            generation: peer.next_generation(),
+            ice_servers,
+            settings: self.inner.settings.clone(),
+            signals: sig_tx,
+            events: peer.inner.conn_events.clone(),
+        })
+        .await?;
+        if let Some(old) = peer.install(handle) {
+            tokio::spawn(async move { old.close().await });
+        }
+        let tracks: Vec<(Arc<dyn TrackLocal>, Option<Value>)> = lock(&self.inner.local_tracks)
+            .iter()
+            .map(|t| {
+                (
+                    t.track.clone(),
+                    t.metadata.as_ref().map(|_| self.meta_message(t)),
+                )
+            })
+            .collect();
+        for (track, meta) in tracks {
+            if let Some(m) = meta {
+                let _ = self.inner.client.send(peer.id(), m).await;
+            }
+            attach(peer, track).await;
+        }
+        Ok(())
+    }
+
+    async fn add_peer(&self, id: String, metadata: Option<Value>) {
+        let Some(local) = self.peer_id() else { return };
+        if id == local || self.remote_peer(&id).is_some() {
+            return;
+        }
+        if lock(&self.inner.peers).len() >= self.inner.settings.max_remote_peers {
+            warn!("remote peer cap reached; ignoring a join");
+            return;
+        }
+        let (peer, rx) = RemotePeer::new(
+            id.clone(),
+            metadata,
+            is_polite(&local, &id),
+            self.inner.client.clone(),
+            self.inner.settings.event_capacity,
+        );
+        tokio::spawn(peer.clone().pump(rx));
+        // The connection exists before anyone can see the peer (remote_peers, PeerJoined), so
+        // `create_data_channel` on a fresh RemotePeer always has a connection to use.
+        if let Err(e) = self.connect_peer(&peer).await {
+            warn!(peer = %id, error = %e, "cannot create a peer connection");
+        }
+        lock(&self.inner.peers).push(peer.clone());
+        self.inner.ev.peer_joined.emit(peer);
+    }
+
+    fn remove_peer(&self, id: &str) {
+        let removed = {
+            let mut peers = lock(&self.inner.peers);
+            peers
+                .iter()
+                .position(|p| p.id() == id)
+                .map(|i| peers.remove(i))
+        };
+        match removed {
+            Some(p) => {
+                p.close();
+                self.inner.ev.peer_left.emit(p);
+            }
+            None => debug!(peer = %id, "left for an unknown peer ignored"),
+        }
+    }
+
+    async fn reconcile_from_snapshot(&self, joined: &[PresencePeer]) {
+        let local = self.peer_id().unwrap_or_default();
+        let known: Vec<String> = self
+            .remote_peers()
+            .iter()
+            .map(|p| p.id().to_string())
+            .collect();
+        let snapshot: Vec<(String, Option<Value>)> = joined
+            .iter()
+            .map(|p| (p.peer_id.clone(), p.metadata.clone()))
+            .collect();
+        let plan = reconcile::plan(&known, &snapshot, &local);
+        {
+            let mut r = lock(&self.inner.reconcile);
+            r.pending = false;
+            r.deadline = None;
+        }
+        for id in &plan.departures {
+            self.remove_peer(id);
+        }
+        for (id, meta) in plan.survivors {
+            if self.state() != MeteredPeerState::Reconnecting {
+                return; // closed by a handler meanwhile
+            }
+            let Some(peer) = self.remote_peer(&id) else {
+                continue;
+            };
+            if peer.is_closed() {
+                continue;
+            }
+            peer.set_metadata(meta);
+            peer.set_state(PeerConnectionState::Reconnecting);
+            match self.connect_peer(&peer).await {
+                Ok(()) => peer.inner.ev.connection_reset.emit(()),
+                Err(e) => warn!(peer = %id, error = %e, "reconcile: connection swap failed"),
+            }
+        }
+        for (id, meta) in plan.newcomers {
+            self.add_peer(id, meta).await;
+        }
+        if self.state() == MeteredPeerState::Reconnecting {
+            self.set_state(MeteredPeerState::Joined);
+        }
+    }
+
+    async fn reconcile_deadline(&self) {
+        let (pending, forced) = {
+            let mut r = lock(&self.inner.reconcile);
+            r.deadline = None;
+            (r.pending, r.forced)
+        };
+        if !pending
+            || self.state() != MeteredPeerState::Reconnecting
+            || self.inner.client.state() != ClientState::Connected
+        {
+            return;
+        }
+        let Some(channel) = self.channel() else {
+            return;
+        };
+        if forced < self.inner.settings.max_forced_resubscribes {
+            {
+                let mut r = lock(&self.inner.reconcile);
+                r.forced += 1;
+                r.deadline = Some(Instant::now() + self.inner.settings.reconcile_deadline);
+            }
+            debug!(
+                forced = forced + 1,
+                "reconcile snapshot overdue: resubscribing"
+            );
+            let client = self.inner.client.clone();
+            let include = self.inner.include_sender_metadata.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = client.subscribe(&channel, include).await;
+            });
+        } else {
+            warn!("reconcile timed out");
+            self.inner.ev.errors.emit(PeerEventError::ReconcileTimeout);
+        }
+    }
+}
+
+async fn attach(peer: &RemotePeer, track: Arc<dyn TrackLocal>) {
+    let Some(h) = peer.handle() else { return };
+    let (reply, rx) = oneshot::channel();
+    if h.command(Command::AddTrack { track, reply })
+        && let Ok(Err(e)) = rx.await
+    {
+        debug!(peer = %peer.id(), error = %e, "attaching a local track failed");
+    }
+}

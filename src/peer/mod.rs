@@ -1,0 +1,37 @@
+//! The peer SDK (K1–K8): [`MeteredPeer`] and [`RemotePeer`] over webrtc-rs 0.21, with the
+//! semantics of Metered's official SDKs.
+//!
+//! | module | what | IO? |
+//! |---|---|---|
+//! | [`signals`] | rtc-description / rtc-ice / track-metadata envelopes, SDP ufrag/mid/msid | pure |
+//! | [`negotiation`] | politeness, offer/answer decisions, K3 watchdogs | pure |
+//! | [`ladder`] | ICE-restart ladder | pure |
+//! | [`state`] | RemotePeer state mapping and flicker filter | pure |
+//! | [`reconcile`] | snapshot diffing after a signalling reconnect | pure |
+//! | `connection` | one PeerConnection as an actor (FIFO, generation-tagged events) | yes |
+//! | [`remote_peer`] | RemotePeer: state, streams, metadata, data channels | yes |
+//! | [`metered_peer`] | MeteredPeer: presence-driven mesh, reconcile, local media fan-out | yes |
+//! | [`data_channel`] | DataChannel wrapper with ordered, backpressured sends | yes |
+//! | [`runtime`] | the capped-sleep webrtc runtime (M3b) | yes |
+
+pub(crate) mod connection;
+pub mod data_channel;
+pub mod error;
+pub mod events;
+pub mod ladder;
+pub mod metered_peer;
+pub mod negotiation;
+pub mod reconcile;
+pub mod remote_peer;
+pub mod runtime;
+pub mod settings;
+pub mod signals;
+pub mod state;
+
+pub use data_channel::{DataChannel, DcEvent, DcMessage};
+pub use error::{PeerError, PeerEventError};
+pub use events::{Event, EventStream};
+pub use metered_peer::{DataEvent, DataKind, LeftEvent, MeteredPeer, MeteredPeerState};
+pub use remote_peer::{RemotePeer, RemoteStreamEvent, RemoteTrack, RemoteTrackEvent};
+pub use settings::PeerSettings;
+pub use state::{PeerConnectionState, StateChange};

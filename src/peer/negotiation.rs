@@ -1,0 +1,219 @@
+//! Perfect-negotiation decisions (K2, K3), as pure functions and timers with time passed in.
+//! The connection actor asks these what to do; it never decides inline.
+
+use std::time::{Duration, Instant};
+
+/// K2: the polite side is the one whose peer id sorts first, comparing bytes. Peer ids are
+/// printable ASCII, so this agrees with JS (UTF-16) and Python (code points).
+pub fn is_polite(local_id: &str, remote_id: &str) -> bool {
+    local_id.as_bytes() < remote_id.as_bytes()
+}
+
+/// What to do with an inbound offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferDecision {
+    /// Impolite side in a collision: drop the offer (and candidates until the next answer).
+    Ignore,
+    /// Apply it; `rollback_first` when our own offer must be withdrawn (polite side in a
+    /// collision — webrtc 0.21 has no implicit rollback).
+    Apply { rollback_first: bool },
+}
+
+/// `collision = making_offer || have_local_offer` (the W3C pattern).
+pub fn decide_offer(polite: bool, making_offer: bool, have_local_offer: bool) -> OfferDecision {
+    let collision = making_offer || have_local_offer;
+    match (collision, polite) {
+        (true, false) => OfferDecision::Ignore,
+        (true, true) => OfferDecision::Apply {
+            rollback_first: have_local_offer,
+        },
+        (false, _) => OfferDecision::Apply {
+            rollback_first: false,
+        },
+    }
+}
+
+/// An answer is only meaningful while our offer is outstanding; otherwise it is stale (for an
+/// offer the other side ignored, or a torn-down generation) and dropped silently.
+pub fn accept_answer(have_local_offer: bool) -> bool {
+    have_local_offer
+}
+
+/// The two watchdogs the official SDKs lack (K3).
+#[derive(Debug, Clone)]
+pub struct Watchdogs {
+    pub offer_timeout: Duration,
+    pub stuck_ice_timeout: Duration,
+    offer_sent_at: Option<Instant>,
+    stable_with_ice_pending_since: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogAction {
+    /// Our offer got no answer in time: roll it back and offer again.
+    ReOffer,
+    /// Signalling is stable but ICE never left `new`/`checking`: restart ICE.
+    RestartIce,
+}
+
+impl Watchdogs {
+    pub fn new(offer_timeout: Duration, stuck_ice_timeout: Duration) -> Self {
+        Watchdogs {
+            offer_timeout,
+            stuck_ice_timeout,
+            offer_sent_at: None,
+            stable_with_ice_pending_since: None,
+        }
+    }
+
+    pub fn offer_sent(&mut self, now: Instant) {
+        self.offer_sent_at = Some(now);
+        self.stable_with_ice_pending_since = None;
+    }
+
+    /// Signalling returned to stable (answer applied, or we answered). `ice_settled` is true
+    /// when ICE is already connected/completed (then there is nothing to watch).
+    pub fn stable(&mut self, now: Instant, ice_settled: bool) {
+        self.offer_sent_at = None;
+        self.stable_with_ice_pending_since = (!ice_settled).then_some(now);
+    }
+
+    /// ICE reached connected/completed (or the connection is closing): stop watching it.
+    pub fn ice_settled(&mut self) {
+        self.stable_with_ice_pending_since = None;
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let a = self.offer_sent_at.map(|t| t + self.offer_timeout);
+        let b = self
+            .stable_with_ice_pending_since
+            .map(|t| t + self.stuck_ice_timeout);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn poll(&mut self, now: Instant) -> Option<WatchdogAction> {
+        if self
+            .offer_sent_at
+            .is_some_and(|t| now >= t + self.offer_timeout)
+        {
+            self.offer_sent_at = None;
+            return Some(WatchdogAction::ReOffer);
+        }
+        if self
+            .stable_with_ice_pending_since
+            .is_some_and(|t| now >= t + self.stuck_ice_timeout)
+        {
+            self.stable_with_ice_pending_since = None;
+            return Some(WatchdogAction::RestartIce);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn politeness_is_byte_order_and_antisymmetric() {
+        assert!(is_polite("alice", "bob"));
+        assert!(!is_polite("bob", "alice"));
+        assert!(is_polite("A", "a"), "uppercase sorts first");
+        assert!(is_polite("peer-10", "peer-9"));
+        for (a, b) in [("x", "y"), ("u_1", "u_10"), ("Z", "a")] {
+            assert_ne!(is_polite(a, b), is_polite(b, a));
+        }
+    }
+
+    #[test]
+    fn offer_decision_table() {
+        use OfferDecision::*;
+        let table = [
+            // polite, making_offer, have_local_offer → decision
+            (
+                false,
+                false,
+                false,
+                Apply {
+                    rollback_first: false,
+                },
+            ),
+            (
+                true,
+                false,
+                false,
+                Apply {
+                    rollback_first: false,
+                },
+            ),
+            (false, true, false, Ignore),
+            (false, false, true, Ignore),
+            (
+                true,
+                false,
+                true,
+                Apply {
+                    rollback_first: true,
+                },
+            ),
+            (
+                true,
+                true,
+                false,
+                Apply {
+                    rollback_first: false,
+                },
+            ),
+            (
+                true,
+                true,
+                true,
+                Apply {
+                    rollback_first: true,
+                },
+            ),
+        ];
+        for (polite, making, have, want) in table {
+            assert_eq!(
+                decide_offer(polite, making, have),
+                want,
+                "{polite} {making} {have}"
+            );
+        }
+        assert!(accept_answer(true));
+        assert!(!accept_answer(false));
+    }
+
+    #[test]
+    fn watchdogs_fire_once_each() {
+        let t0 = Instant::now();
+        let mut w = Watchdogs::new(Duration::from_secs(10), Duration::from_secs(8));
+        assert_eq!(w.next_deadline(), None);
+        w.offer_sent(t0);
+        assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(10)));
+        assert_eq!(w.poll(t0 + Duration::from_secs(9)), None);
+        assert_eq!(
+            w.poll(t0 + Duration::from_secs(10)),
+            Some(WatchdogAction::ReOffer)
+        );
+        assert_eq!(w.poll(t0 + Duration::from_secs(11)), None, "only once");
+        // Answer arrives, ICE still checking: the stuck-ICE watchdog arms.
+        let t1 = t0 + Duration::from_secs(12);
+        w.stable(t1, false);
+        assert_eq!(w.poll(t1 + Duration::from_secs(7)), None);
+        assert_eq!(
+            w.poll(t1 + Duration::from_secs(8)),
+            Some(WatchdogAction::RestartIce)
+        );
+        // ICE connected in time: nothing fires.
+        w.stable(t1, false);
+        w.ice_settled();
+        assert_eq!(w.poll(t1 + Duration::from_secs(60)), None);
+        // Already connected when stable: nothing to watch.
+        w.stable(t1, true);
+        assert_eq!(w.next_deadline(), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Tunables of the peer layer. Defaults follow the official SDKs and our decisions; tests shrink
+//! the timers. `loopback_only()` is the network-safety setting every test uses (T1).
+
+use std::time::Duration;
+
+use super::ladder::SCHEDULE_SECS;
+
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// UDP sockets ICE binds; its host candidates are exactly these sockets' addresses.
+    /// `0.0.0.0:0` (one socket per usable interface) in production, `127.0.0.1:0` for tests.
+    pub udp_bind: Vec<String>,
+    /// Cap on the WebRTC driver's sleeps (M3b). Zero disables.
+    pub driver_clamp: Duration,
+    /// ICE: `disconnected` after this much silence, `failed` after `ice_failed` more.
+    pub ice_disconnected: Duration,
+    pub ice_failed: Duration,
+    pub ice_keepalive: Duration,
+    /// K3 watchdogs.
+    pub offer_timeout: Duration,
+    pub stuck_ice_timeout: Duration,
+    /// K4 ladder.
+    pub ladder_schedule: Vec<Duration>,
+    pub ladder_probe: Duration,
+    /// K5 reconcile.
+    pub reconcile_deadline: Duration,
+    pub max_forced_resubscribes: u32,
+    /// sdk.md §4.5: remote peers tracked per channel.
+    pub max_remote_peers: usize,
+    /// Per data channel: SCTP bytes in flight before `send` waits (backpressure).
+    pub data_channel_send_buffer: usize,
+    /// Capacity of each public event stream (lagging receivers are told what they missed).
+    pub event_capacity: usize,
+}
+
+impl Default for PeerSettings {
+    fn default() -> Self {
+        PeerSettings {
+            udp_bind: vec!["0.0.0.0:0".to_string()],
+            driver_clamp: Duration::from_millis(2),
+            ice_disconnected: Duration::from_secs(5),
+            ice_failed: Duration::from_secs(25),
+            ice_keepalive: Duration::from_secs(2),
+            offer_timeout: Duration::from_secs(10),
+            stuck_ice_timeout: Duration::from_secs(8),
+            ladder_schedule: SCHEDULE_SECS
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            ladder_probe: Duration::from_secs(15),
+            reconcile_deadline: Duration::from_secs(10),
+            max_forced_resubscribes: 2,
+            max_remote_peers: 256,
+            data_channel_send_buffer: 1 << 20,
+            event_capacity: 256,
+        }
+    }
+}
+
+impl PeerSettings {
+    /// ICE restricted to 127.0.0.1 (no other interface is ever probed). Use inside a
+    /// loopback-only network namespace as well.
+    pub fn loopback_only() -> Self {
+        PeerSettings {
+            udp_bind: vec!["127.0.0.1:0".to_string()],
+            ..PeerSettings::default()
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! MeteredPeer / RemotePeer end to end: real server on 127.0.0.1, real webrtc-rs connections with
+//! ICE limited to 127.0.0.1 (`PeerSettings::loopback_only`). CI runs this inside a loopback-only
+//! network namespace (spec T1).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use common::*;
+use meshcall::auth::MintRequest;
+use meshcall::client::{ClientOptions, Credential};
+use meshcall::peer::{
+    DataKind, DcEvent, DcMessage, MeteredPeer, MeteredPeerState, PeerConnectionState,
+    PeerEventError, PeerSettings, RemotePeer,
+};
+
+fn settings() -> PeerSettings {
+    PeerSettings {
+        reconcile_deadline: Duration::from_secs(5),
+        ..PeerSettings::loopback_only()
+    }
+}
+
+/// A MeteredPeer whose token provider mints a fresh JWT for `sub` on every connect.
+fn peer_with_ttl(origin: &str, sub: &str, name: &str, ttl: u64) -> (MeteredPeer, Arc<AtomicU32>) {
+    let calls = Arc::new(AtomicU32::new(0));
+    let (sub, name, c) = (sub.to_string(), name.to_string(), calls.clone());
+    let provider = Credential::token_provider(move || {
+        let n = c.fetch_add(1, Ordering::SeqCst);
+        let t = token_with(MintRequest {
+            sub: sub.clone(),
+            // Only the first token is short-lived: later ones are normal.
+            ttl_secs: if n == 0 { ttl } else { 600 },
+            peer_metadata: Some(json!({"username": name})),
+            ..MintRequest::default()
+        });
+        async move { Ok::<String, String>(t) }
+    });
+    let mut opts = ClientOptions::new(origin, provider);
+    opts.resubscribe_retry_interval = Duration::from_millis(200);
+    (
+        MeteredPeer::new(opts, settings()).expect("valid options"),
+        calls,
+    )
+}
+
+fn peer(origin: &str, sub: &str, name: &str) -> MeteredPeer {
+    peer_with_ttl(origin, sub, name, 600).0
+}
+
+async fn within<T>(what: &str, secs: u64, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
+}
+
+async fn wait_state(p: &RemotePeer, want: PeerConnectionState, secs: u64) {
+    let mut changes = p.state_changes();
+    within(&format!("{} to be {want:?}", p.id()), secs, async {
+        while p.state() != want {
+            let _ = changes.next().await;
+        }
+    })
+    .await;
+}
+
+async fn wait_remote(p: &MeteredPeer, id: &str, secs: u64) -> RemotePeer {
+    let mut joined = p.on_peer_joined();
+    within(&format!("peer {id} to appear"), secs, async {
+        loop {
+            if let Some(r) = p.remote_peer(id) {
+                return r;
+            }
+            let _ = joined.next().await;
+        }
+    })
+    .await
+}
+
+/// Opens a channel from `a` to `b` and checks one message each way.
+async fn data_channel_round_trip(a: &RemotePeer, b: &RemotePeer, label: &str) {
+    let mut incoming = b.on_data_channel();
+    let dc_a = a.create_data_channel(label, None).await.expect("create");
+    within("data channel open", 10, dc_a.wait_open())
+        .await
+        .expect("open");
+    let dc_b = within("remote data channel", 10, async {
+        loop {
+            if let Some(dc) = incoming.next_item().await
+                && dc.label() == label
+            {
+                return dc;
+            }
+        }
+    })
+    .await;
+    let mut ev_b = dc_b.events();
+    let mut ev_a = dc_a.events();
+    dc_a.send_text("ping from a").await.expect("send a");
+    within("message at b", 10, async {
+        loop {
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev_b.next_item().await {
+                assert_eq!(t, "ping from a");
+                return;
+            }
+        }
+    })
+    .await;
+    within("b open", 10, dc_b.wait_open())
+        .await
+        .expect("b open");
+    dc_b.send_binary(vec![1u8, 2, 3]).await.expect("send b");
+    within("message at a", 10, async {
+        loop {
+            if let Some(DcEvent::Message(DcMessage::Binary(b))) = ev_a.next_item().await {
+                assert_eq!(b, vec![1, 2, 3]);
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_presence_data_and_data_channels() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let alice = peer(&origin, "alice", "Alice");
+    let bob = peer(&origin, "bob", "Bob");
+    alice.join("room", true).await.expect("alice joins");
+    assert_eq!(alice.state(), MeteredPeerState::Joined);
+    let t0 = Instant::now();
+    bob.join("room", false).await.expect("bob joins");
+    let a_sees_b = wait_remote(&alice, "bob", 5).await;
+    let b_sees_a = wait_remote(&bob, "alice", 5).await;
+    assert_eq!(a_sees_b.metadata(), Some(json!({"username":"Bob"})));
+    assert_eq!(b_sees_a.metadata(), Some(json!({"username":"Alice"})));
+    assert!(a_sees_b.polite(), "alice < bob: alice is polite");
+    assert!(!b_sees_a.polite());
+    assert_eq!(
+        a_sees_b.to_json(),
+        json!({"id":"bob","state": a_sees_b.state().as_str()})
+    );
+
+    // Server-routed data both ways.
+    let mut a_data = alice.on_data();
+    let mut b_data = bob.on_data();
+    bob.send(json!({"hello":"room"})).await.expect("broadcast");
+    let d = within("broadcast at alice", 5, a_data.next_item())
+        .await
+        .expect("data");
+    assert_eq!(
+        (d.from.as_str(), d.kind, d.data.clone()),
+        ("bob", DataKind::Broadcast, json!({"hello":"room"}))
+    );
+    assert_eq!(
+        d.from_metadata,
+        Some(json!({"username":"Bob"})),
+        "alice opted in"
+    );
+    alice.send_to("bob", json!("direct")).await.expect("direct");
+    let d = within("direct at bob", 5, b_data.next_item())
+        .await
+        .expect("data");
+    assert_eq!((d.from.as_str(), d.kind), ("alice", DataKind::Direct));
+    assert!(matches!(
+        alice.send_to("alice", json!(1)).await,
+        Err(meshcall::peer::PeerError::SelfSend)
+    ));
+    b_sees_a
+        .send(json!({"via":"remote"}))
+        .await
+        .expect("remote.send");
+    let d = within("remote.send at alice", 5, a_data.next_item())
+        .await
+        .expect("data");
+    assert_eq!(d.data, json!({"via":"remote"}));
+
+    // P2P: a data channel makes both sides negotiate and connect.
+    data_channel_round_trip(&a_sees_b, &b_sees_a, "chat").await;
+    wait_state(&a_sees_b, PeerConnectionState::Connected, 10).await;
+    wait_state(&b_sees_a, PeerConnectionState::Connected, 10).await;
+    println!(
+        "join → data channel connected: {:.1} ms",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(a_sees_b.pc().is_some());
+
+    // Bob leaves: alice sees him go and her RemotePeer is closed.
+    let mut left = alice.on_peer_left();
+    bob.close().await;
+    assert_eq!(bob.state(), MeteredPeerState::Closed);
+    let gone = within("peer left", 5, left.next_item())
+        .await
+        .expect("left");
+    assert_eq!(gone.id(), "bob");
+    assert_eq!(gone, a_sees_b, "the same RemotePeer object");
+    assert_eq!(a_sees_b.state(), PeerConnectionState::Closed);
+    assert!(
+        a_sees_b.send(json!(1)).await.is_err(),
+        "closed RemotePeer refuses to send"
+    );
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_peers_form_a_mesh() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let peers = [
+        peer(&origin, "p1", "One"),
+        peer(&origin, "p2", "Two"),
+        peer(&origin, "p3", "Three"),
+    ];
+    for p in &peers {
+        p.join("mesh", false).await.expect("join");
+    }
+    let ids = ["p1", "p2", "p3"];
+    for (i, p) in peers.iter().enumerate() {
+        for (j, id) in ids.iter().enumerate() {
+            if i != j {
+                wait_remote(p, id, 5).await;
+            }
+        }
+        assert_eq!(p.remote_peers().len(), 2);
+    }
+    // Every pair opens a channel from the lower id to the higher one.
+    for (i, j) in [(0, 1), (0, 2), (1, 2)] {
+        let a = peers[i].remote_peer(ids[j]).expect("known");
+        let b = peers[j].remote_peer(ids[i]).expect("known");
+        data_channel_round_trip(&a, &b, &format!("dc-{i}{j}")).await;
+    }
+    for p in &peers {
+        p.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simultaneous_negotiation_50_times_without_a_stall() {
+    // 100 connections from one IP in a few seconds: lift the per-IP connect limit.
+    let mut cfg = config();
+    cfg.shell.connects_per_ip_per_minute = 0;
+    let server = start(cfg).await;
+    let origin = server.ws_origin();
+    let mut times = Vec::new();
+    for round in 0..50 {
+        let room = format!("glare-{round}");
+        let a = peer(&origin, &format!("a{round}"), "A");
+        let b = peer(&origin, &format!("b{round}"), "B");
+        a.join(&room, false).await.expect("join");
+        b.join(&room, false).await.expect("join");
+        let ra = wait_remote(&a, &format!("b{round}"), 5).await;
+        let rb = wait_remote(&b, &format!("a{round}"), 5).await;
+        let t0 = Instant::now();
+        // Both sides open a channel at the same moment: both offer (glare).
+        let (dca, dcb) = tokio::join!(
+            ra.create_data_channel("x", None),
+            rb.create_data_channel("y", None)
+        );
+        let (dca, dcb) = (dca.expect("a channel"), dcb.expect("b channel"));
+        within(
+            &format!("round {round}: a's channel open"),
+            15,
+            dca.wait_open(),
+        )
+        .await
+        .expect("open");
+        within(
+            &format!("round {round}: b's channel open"),
+            15,
+            dcb.wait_open(),
+        )
+        .await
+        .expect("open");
+        times.push(t0.elapsed());
+        a.close().await;
+        b.close().await;
+    }
+    times.sort();
+    println!(
+        "glare rounds: p50 {:.1} ms, max {:.1} ms",
+        times[times.len() / 2].as_secs_f64() * 1000.0,
+        times[times.len() - 1].as_secs_f64() * 1000.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_kick_is_fatal_and_closes_the_peer() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let alice = peer(&origin, "alice", "Alice");
+    let bob = peer(&origin, "bob", "Bob");
+    alice.join("room", false).await.expect("join");
+    bob.join("room", false).await.expect("join");
+    wait_remote(&alice, "bob", 5).await;
+    let mut errors = bob.errors();
+    let mut left = alice.on_peer_left();
+    let (status, _) = http(
+        server.local_addr(),
+        "DELETE",
+        "/v1/peers/bob",
+        Some(&bearer()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let err = within("fatal error", 5, errors.next_item())
+        .await
+        .expect("error");
+    assert!(
+        matches!(
+            err,
+            PeerEventError::Fatal {
+                code: Some(4020),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let mut states = bob.state_changes();
+    within("bob closed", 5, async {
+        while bob.state() != MeteredPeerState::Closed {
+            let _ = states.next().await;
+        }
+    })
+    .await;
+    assert!(bob.remote_peers().is_empty());
+    assert_eq!(
+        within("alice sees bob leave", 5, left.next_item())
+            .await
+            .expect("left")
+            .id(),
+        "bob"
+    );
+    alice.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_expiry_reconnects_with_identical_remote_peers_and_a_fresh_pc() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let alice = peer(&origin, "alice", "Alice");
+    // Bob's first token lives 3 s; the server closes with 4002 and the provider mints a new one.
+    let (bob, calls) = peer_with_ttl(&origin, "bob", "Bob", 3);
+    alice.join("room", false).await.expect("join");
+    bob.join("room", false).await.expect("join");
+    let b_sees_a = wait_remote(&bob, "alice", 5).await;
+    let a_sees_b = wait_remote(&alice, "bob", 5).await;
+    data_channel_round_trip(&b_sees_a, &a_sees_b, "before").await;
+    wait_state(&b_sees_a, PeerConnectionState::Connected, 10).await;
+    let pc_before = b_sees_a.pc().expect("pc");
+    let mut removed = b_sees_a.on_stream_removed();
+    let mut resets = b_sees_a.on_connection_reset();
+    let mut bob_states = bob.state_changes();
+    let mut seen = Vec::new();
+    within("bob reconnecting then joined", 10, async {
+        loop {
+            if let Some(c) = bob_states.next_item().await {
+                seen.push(c.to);
+                if c.to == MeteredPeerState::Joined {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        seen,
+        vec![MeteredPeerState::Reconnecting, MeteredPeerState::Joined]
+    );
+    assert!(
+        calls.load(Ordering::SeqCst) >= 2,
+        "the token provider was asked again"
+    );
+    within("connection reset", 5, resets.next_item())
+        .await
+        .expect("reset");
+    let after = bob.remote_peer("alice").expect("alice survives");
+    assert_eq!(after, b_sees_a, "same RemotePeer object");
+    assert_eq!(
+        after.metadata(),
+        Some(json!({"username":"Alice"})),
+        "metadata from the snapshot"
+    );
+    let pc_after = after.pc().expect("pc");
+    assert!(
+        !Arc::ptr_eq(&pc_before, &pc_after),
+        "a fresh PeerConnection"
+    );
+    // Alice saw bob leave and come back: her new RemotePeer negotiates with bob's fresh pc.
+    let a_sees_b2 = wait_remote(&alice, "bob", 5).await;
+    data_channel_round_trip(&after, &a_sees_b2, "after").await;
+    wait_state(&after, PeerConnectionState::Connected, 10).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), removed.next())
+            .await
+            .is_err(),
+        "no stream-removed during reconcile"
+    );
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_mid_call_reconciles() {
+    let server = start(config()).await;
+    let addr = server.local_addr();
+    let origin = server.ws_origin();
+    let alice = peer(&origin, "alice", "Alice");
+    let bob = peer(&origin, "bob", "Bob");
+    alice.join("room", false).await.expect("join");
+    bob.join("room", false).await.expect("join");
+    let ra = wait_remote(&alice, "bob", 5).await;
+    let rb = wait_remote(&bob, "alice", 5).await;
+    data_channel_round_trip(&ra, &rb, "before").await;
+    let mut watch = [alice.state_changes(), bob.state_changes()];
+    server.shutdown().await;
+    let server2 = within("restart on the same port", 10, async {
+        loop {
+            let mut c = config();
+            c.listen = addr;
+            if let Ok(s) = meshcall::server::Server::start(c).await {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    for states in watch.iter_mut() {
+        let mut seen = Vec::new();
+        within("reconnecting then joined", 20, async {
+            loop {
+                if let Some(c) = states.next_item().await {
+                    seen.push(c.to);
+                    if c.to == MeteredPeerState::Joined {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            seen,
+            vec![MeteredPeerState::Reconnecting, MeteredPeerState::Joined]
+        );
+    }
+    let ra = wait_remote(&alice, "bob", 10).await;
+    let rb = wait_remote(&bob, "alice", 10).await;
+    data_channel_round_trip(&ra, &rb, "after").await;
+    alice.close().await;
+    bob.close().await;
+    server2.shutdown().await;
+}
