@@ -829,3 +829,29 @@ async fn a_consumer_that_stops_reading_is_closed_with_1008_and_leaves() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close_frame() {
+    let server = start(config()).await;
+    let (mut ws, _) = connect(server.local_addr(), "polite", "P").await;
+    ws.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    }))
+    .await
+    .expect("close sent");
+    // RFC 6455 §5.5.1: the server echoes a close; tungstenite surfaces it as Message::Close.
+    let echoed = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("answer within 5 s");
+    assert_eq!(echoed, Some(1000));
+}

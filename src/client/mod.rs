@@ -21,6 +21,19 @@
 //!
 //! The server frame parser lives with the rest of the wire rules, in
 //! [`crate::protocol::server_frames`].
+//!
+//! # Using it from an event loop
+//!
+//! Events arrive on one bounded queue. While that queue is full the client stops reading the
+//! socket, and acks are read from the socket too: a consumer that awaits a request (`publish`,
+//! `send`, …) *inline* while not draining events can stall until the ack timeout. Spawn such
+//! calls, or keep the consumer loop free of awaits on the client.
+//!
+//! # Credentials and logs
+//!
+//! Nothing in this module logs the connect URL or the credential. One caveat outside our
+//! control: tungstenite's own `trace!` line for the handshake prints the raw request line, query
+//! included, through the `log` bridge. Never enable `tungstenite=trace` where logs are kept.
 
 pub mod backoff;
 pub mod credential;

@@ -306,7 +306,7 @@ impl MeteredPeer {
         lock(&self.inner.reconcile).pending = false;
         let peers: Vec<RemotePeer> = std::mem::take(&mut *lock(&self.inner.peers));
         for p in &peers {
-            p.close();
+            p.close(std::time::Duration::ZERO);
             self.inner.ev.peer_left.emit(p.clone());
         }
         lock(&self.inner.local_tracks).clear();
@@ -723,7 +723,7 @@ impl MeteredPeer {
         };
         match removed {
             Some(p) => {
-                p.close();
+                p.close(self.inner.settings.left_linger);
                 self.inner.ev.peer_left.emit(p);
             }
             None => debug!(peer = %id, "left for an unknown peer ignored"),

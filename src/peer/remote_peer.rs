@@ -408,8 +408,13 @@ impl RemotePeer {
     }
 
     /// Closes the peer: state `closed`, stream accounting and metadata cache cleared, sends
-    /// refused from now on; the connection closes in the background.
-    pub(crate) fn close(&self) {
+    /// refused from now on; the connection closes in the background after `linger`.
+    ///
+    /// A peer that *left* keeps its PeerConnection for a few seconds: when its WebSocket merely
+    /// dropped, its SDK is about to reconcile and swap connections itself, and an immediate
+    /// DTLS close would tear down the connection it is about to replace (observed with the
+    /// Python SDK, which then never recovers the pair).
+    pub(crate) fn close(&self, linger: std::time::Duration) {
         if self.inner.closed.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -425,7 +430,10 @@ impl RemotePeer {
         }
         self.set_state(PeerConnectionState::Closed);
         if let Some(h) = self.inner.conn.lock().ok().and_then(|mut c| c.take()) {
-            tokio::spawn(async move { h.close().await });
+            tokio::spawn(async move {
+                tokio::time::sleep(linger).await;
+                h.close().await
+            });
         }
     }
 

@@ -29,6 +29,8 @@ pub struct PeerSettings {
     pub max_remote_peers: usize,
     /// Per data channel: SCTP bytes in flight before `send` waits (backpressure).
     pub data_channel_send_buffer: usize,
+    /// How long the PeerConnection of a peer that left stays open (see `RemotePeer::close`).
+    pub left_linger: Duration,
     /// Capacity of each public event stream (lagging receivers are told what they missed).
     pub event_capacity: usize,
 }
@@ -52,6 +54,7 @@ impl Default for PeerSettings {
             max_forced_resubscribes: 2,
             max_remote_peers: 256,
             data_channel_send_buffer: 1 << 20,
+            left_linger: Duration::from_secs(3),
             event_capacity: 256,
         }
     }

@@ -71,20 +71,21 @@ pub(crate) fn dispatch(
         match &out[i] {
             Output::Frame { conn, kind, text } => {
                 if let Some(tx) = core.outboxes.get(conn) {
-                    let item = Outbound::Text {
-                        text: text.clone(),
-                        kind: *kind,
-                        cause,
-                    };
-                    if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(item) {
+                    // The queue has one slot more than the configured capacity, kept for the
+                    // close frame: a consumer that stopped reading still gets a clean 1008.
+                    if tx.capacity() > 1 {
+                        let _ = tx.try_send(Outbound::Text {
+                            text: text.clone(),
+                            kind: *kind,
+                            cause,
+                        });
+                    } else {
                         let conn = *conn;
                         shared
                             .metrics
                             .slow_consumers
                             .fetch_add(1, Ordering::Relaxed);
                         warn!(conn, "outbound queue full; closing slow consumer with 1008");
-                        // The close cannot be queued either; dropping the sender ends the writer.
-                        core.outboxes.remove(&conn);
                         let mut more = Vec::new();
                         core.hub.close(conn, CloseCode::PolicyViolation, &mut more);
                         out.extend(more);
@@ -193,7 +194,7 @@ async fn connection(
     drop(query);
     let peer_id = principal.peer_id.clone();
     let expires_at = principal.expires_at;
-    let (tx, rx) = mpsc::channel(shared.settings.outbox_capacity);
+    let (tx, rx) = mpsc::channel(shared.settings.outbox_capacity + 1);
     let admitted = {
         let mut core = lock(&shared.core);
         let mut out = Vec::new();
@@ -386,10 +387,8 @@ async fn writer(
             shared.metrics.fanout_latency.observe(at.elapsed());
         }
     }
-    // The hub dropped the queue without a close (slow consumer): end with 1008.
-    let frame = CloseFrame {
-        code: CloseCode::PolicyViolation.code(),
-        reason: Utf8Bytes::from_static(CloseCode::PolicyViolation.reason()),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+    // The connection ended without a server close (client close, keepalive timeout): flush,
+    // which also writes tungstenite's reply to a client's close frame, then close the sink.
+    let _ = sink.flush().await;
+    let _ = sink.close().await;
 }
