@@ -656,6 +656,7 @@ impl MeteredPeer {
             }
         });
         let ice_servers = lock(&self.inner.ice_servers).clone();
+        let sig_meta = sig_tx.clone();
         let handle = connection::spawn(ConnectionParams {
             remote_id: peer.id().to_string(),
             polite,
@@ -679,8 +680,10 @@ impl MeteredPeer {
             })
             .collect();
         for (track, meta) in tracks {
+            // Through the peer's ordered signal queue, never awaited here: the event loop must
+            // keep draining client events (acks arrive on the same socket).
             if let Some(m) = meta {
-                let _ = self.inner.client.send(peer.id(), m).await;
+                let _ = sig_meta.send(m).await;
             }
             attach(peer, track).await;
         }
