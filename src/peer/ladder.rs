@@ -20,9 +20,17 @@ pub enum LadderAction {
 #[derive(Debug, Clone, PartialEq)]
 enum Phase {
     Idle,
-    Waiting { until: Instant },
-    Probing { deadline: Instant },
-    Exhausted,
+    Waiting {
+        until: Instant,
+    },
+    Probing {
+        deadline: Instant,
+    },
+    /// The schedule is spent; `reported` once the single Exhausted action went out.
+    Exhausted {
+        at: Instant,
+        reported: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -62,7 +70,7 @@ impl IceLadder {
         match self.phase {
             Phase::Idle => self.schedule_next(now),
             Phase::Probing { .. } => self.schedule_next(now),
-            Phase::Waiting { .. } | Phase::Exhausted => {}
+            Phase::Waiting { .. } | Phase::Exhausted { .. } => {}
         }
     }
 
@@ -77,7 +85,7 @@ impl IceLadder {
     }
 
     pub fn is_exhausted(&self) -> bool {
-        self.phase == Phase::Exhausted
+        matches!(self.phase, Phase::Exhausted { .. })
     }
 
     fn schedule_next(&mut self, now: Instant) {
@@ -87,7 +95,12 @@ impl IceLadder {
                     until: now + *delay,
                 }
             }
-            None => self.phase = Phase::Exhausted,
+            None => {
+                self.phase = Phase::Exhausted {
+                    at: now,
+                    reported: false,
+                }
+            }
         }
     }
 
@@ -95,6 +108,10 @@ impl IceLadder {
         match self.phase {
             Phase::Waiting { until } => Some(until),
             Phase::Probing { deadline } => Some(deadline),
+            Phase::Exhausted {
+                at,
+                reported: false,
+            } => Some(at),
             _ => None,
         }
     }
@@ -113,13 +130,17 @@ impl IceLadder {
             }
             Phase::Probing { deadline } if now >= deadline => {
                 self.schedule_next(now);
-                if self.phase == Phase::Exhausted {
-                    Some(LadderAction::Exhausted {
-                        attempts: self.attempts,
-                    })
-                } else {
-                    self.poll(now)
-                }
+                self.poll(now)
+            }
+            // Reached by a probe timing out or by a failure during the last probe.
+            Phase::Exhausted {
+                at,
+                reported: false,
+            } => {
+                self.phase = Phase::Exhausted { at, reported: true };
+                Some(LadderAction::Exhausted {
+                    attempts: self.attempts,
+                })
             }
             _ => None,
         }
@@ -184,6 +205,30 @@ mod tests {
             Some(LadderAction::Restart { attempt: 1 }),
             "budget starts over"
         );
+    }
+
+    #[test]
+    fn failure_during_the_last_probe_still_reports_exhaustion_once() {
+        let t0 = Instant::now();
+        let mut l = IceLadder::new(
+            vec![Duration::ZERO, Duration::ZERO],
+            Duration::from_secs(10),
+        );
+        l.on_failed(t0);
+        assert_eq!(l.poll(t0), Some(LadderAction::Restart { attempt: 1 }));
+        l.on_failed(t0 + Duration::from_secs(1));
+        assert_eq!(
+            l.poll(t0 + Duration::from_secs(1)),
+            Some(LadderAction::Restart { attempt: 2 })
+        );
+        l.on_failed(t0 + Duration::from_secs(2)); // the last attempt fails before its probe ends
+        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        assert_eq!(
+            l.poll(t0 + Duration::from_secs(2)),
+            Some(LadderAction::Exhausted { attempts: 2 })
+        );
+        assert_eq!(l.poll(t0 + Duration::from_secs(3)), None);
+        assert_eq!(l.next_deadline(), None);
     }
 
     #[test]

@@ -1,0 +1,190 @@
+//! ICE failure and the restart ladder (K4) with real packet loss: inside the test's own
+//! loopback-only network namespace, an nftables rule drops every UDP packet, so both peer
+//! connections fail; the ladder restarts ICE, recovers when the rule goes, and reports
+//! exhaustion exactly once when it never does.
+//!
+//! Refuses to run unless the only network interface is `lo` (the namespace `scripts/test`
+//! creates): the firewall rule must never touch a real machine.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use meshcall::client::{ClientOptions, Credential};
+use meshcall::peer::{
+    DcEvent, DcMessage, MeteredPeer, PeerConnectionState, PeerEventError, PeerSettings, RemotePeer,
+};
+
+/// `/proc/net/dev` lists the interfaces of this process's network namespace (unlike
+/// `/sys/class/net`, which shows the mount namespace's view).
+fn isolated() -> bool {
+    std::fs::read_to_string("/proc/net/dev")
+        .map(|t| {
+            t.lines()
+                .skip(2)
+                .filter_map(|l| l.split(':').next())
+                .all(|name| name.trim() == "lo")
+        })
+        .unwrap_or(false)
+}
+
+fn nft(args: &str) {
+    let ok = std::process::Command::new("nft")
+        .args(args.split_whitespace())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "nft {args} failed (is nftables installed and are we root in the namespace?)"
+    );
+}
+
+fn block_udp() {
+    nft("add table inet meshcall_test");
+    nft("add chain inet meshcall_test out { type filter hook output priority 0 ; }");
+    nft("add rule inet meshcall_test out meta l4proto udp drop");
+}
+
+fn unblock_udp() {
+    nft("delete table inet meshcall_test");
+}
+
+fn settings() -> PeerSettings {
+    PeerSettings {
+        ice_disconnected: Duration::from_millis(800),
+        ice_failed: Duration::from_millis(800),
+        ice_keepalive: Duration::from_millis(200),
+        ladder_schedule: vec![
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_millis(500),
+        ],
+        ladder_probe: Duration::from_secs(2),
+        ..PeerSettings::loopback_only()
+    }
+}
+
+fn peer(origin: &str, sub: &str) -> MeteredPeer {
+    let t = token(sub, sub);
+    MeteredPeer::new(
+        ClientOptions::new(
+            origin,
+            Credential::token_provider(move || {
+                let t = t.clone();
+                async move { Ok::<String, String>(t) }
+            }),
+        ),
+        settings(),
+    )
+    .expect("options")
+}
+
+async fn wait_for(p: &RemotePeer, want: PeerConnectionState, secs: u64) {
+    let mut changes = p.state_changes();
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        while p.state() != want {
+            let _ = changes.next().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} never reached {want:?} (now {:?})", p.id(), p.state()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_ladder_recovers_and_reports_exhaustion_once() {
+    assert!(
+        isolated(),
+        "run inside a loopback-only network namespace (scripts/test does)"
+    );
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let a = peer(&origin, "ice-a");
+    let b = peer(&origin, "ice-b");
+    a.join("ice", false).await.expect("join");
+    b.join("ice", false).await.expect("join");
+    let mut a_joined = a.on_peer_joined();
+    let ra = match a.remote_peer("ice-b") {
+        Some(p) => p,
+        None => tokio::time::timeout(Duration::from_secs(5), a_joined.next_item())
+            .await
+            .expect("b")
+            .expect("peer"),
+    };
+    let mut incoming = {
+        let mut b_joined = b.on_peer_joined();
+        let rb = match b.remote_peer("ice-a") {
+            Some(p) => p,
+            None => tokio::time::timeout(Duration::from_secs(5), b_joined.next_item())
+                .await
+                .expect("a")
+                .expect("peer"),
+        };
+        rb.on_data_channel()
+    };
+    let dc = ra.create_data_channel("probe", None).await.expect("dc");
+    dc.wait_open().await.expect("open");
+    let remote_dc = tokio::time::timeout(Duration::from_secs(5), incoming.next_item())
+        .await
+        .expect("dc")
+        .expect("dc");
+    let rb = b.remote_peer("ice-a").expect("known");
+    wait_for(&ra, PeerConnectionState::Connected, 10).await;
+    wait_for(&rb, PeerConnectionState::Connected, 10).await;
+
+    // 1. Blackhole UDP: both sides go reconnecting; the ladder restarts ICE; lift the block
+    //    and the pair recovers in place (the same data channel keeps working).
+    let mut a_errors = ra.errors();
+    block_udp();
+    wait_for(&ra, PeerConnectionState::Reconnecting, 10).await;
+    wait_for(&rb, PeerConnectionState::Reconnecting, 10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    unblock_udp();
+    wait_for(&ra, PeerConnectionState::Connected, 20).await;
+    wait_for(&rb, PeerConnectionState::Connected, 20).await;
+    let mut ev = remote_dc.events();
+    dc.send_text("after recovery").await.expect("send");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev.next_item().await {
+                assert_eq!(t, "after recovery");
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the data channel survived the ICE restart");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), a_errors.next())
+            .await
+            .is_err(),
+        "no exhaustion while recovering"
+    );
+
+    // 2. Blackhole for good: the ladder runs its 3 attempts (≈ 3 × 2 s probes + delays), then
+    //    reports exhaustion exactly once and stays reconnecting.
+    block_udp();
+    wait_for(&ra, PeerConnectionState::Reconnecting, 10).await;
+    let first = tokio::time::timeout(Duration::from_secs(30), a_errors.next_item())
+        .await
+        .expect("exhaustion reported")
+        .expect("error");
+    assert_eq!(
+        first,
+        PeerEventError::IceRecoveryExhausted {
+            peer: "ice-b".into(),
+            attempts: 3
+        }
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), a_errors.next())
+            .await
+            .is_err(),
+        "exhaustion is reported once"
+    );
+    assert_eq!(ra.state(), PeerConnectionState::Reconnecting);
+    unblock_udp();
+    a.close().await;
+    b.close().await;
+}
