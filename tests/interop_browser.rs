@@ -50,10 +50,10 @@ impl Proc {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).await.is_err() {
-                        break;
-                    }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).await.is_err()
+                {
+                    break;
                 }
             }
         });
@@ -220,10 +220,10 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         .await;
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = dc_events.next_item().await {
-                if t.contains("from_browser") {
-                    return;
-                }
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = dc_events.next_item().await
+                && t.contains("from_browser")
+            {
+                return;
             }
         }
     })
@@ -244,10 +244,11 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         .await;
     let d = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(d) = data.next_item().await {
-                if d.from == "browser" && d.kind == DataKind::Broadcast {
-                    return d;
-                }
+            if let Some(d) = data.next_item().await
+                && d.from == "browser"
+                && d.kind == DataKind::Broadcast
+            {
+                return d;
             }
         }
     })
@@ -274,10 +275,10 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     assert_eq!(gone.id(), "browser");
     let back = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            if let Some(p) = rust.remote_peer("browser") {
-                if p != gone {
-                    return p;
-                }
+            if let Some(p) = rust.remote_peer("browser")
+                && p != gone
+            {
+                return p;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -294,10 +295,10 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         .await;
     tokio::time::timeout(Duration::from_secs(15), async {
         loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev2.next_item().await {
-                if t.contains("after_reconnect") {
-                    return;
-                }
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev2.next_item().await
+                && t.contains("after_reconnect")
+            {
+                return;
             }
         }
     })

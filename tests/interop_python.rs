@@ -64,10 +64,10 @@ impl PyPeer {
         tokio::spawn(async move {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).await.is_err() {
-                        break;
-                    }
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).await.is_err()
+                {
+                    break;
                 }
             }
         });
@@ -205,10 +205,10 @@ async fn rust_and_official_python_sdk_interoperate() {
     let mut dc_events = dc.events();
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = dc_events.next_item().await {
-                if t.contains("p2p_seq") {
-                    return;
-                }
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = dc_events.next_item().await
+                && t.contains("p2p_seq")
+            {
+                return;
             }
         }
     })
@@ -226,10 +226,11 @@ async fn rust_and_official_python_sdk_interoperate() {
     // Server-routed both ways.
     let d = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Some(d) = data.next_item().await {
-                if d.from == "python" && d.kind == DataKind::Broadcast {
-                    return d;
-                }
+            if let Some(d) = data.next_item().await
+                && d.from == "python"
+                && d.kind == DataKind::Broadcast
+            {
+                return d;
             }
         }
     })
@@ -265,10 +266,10 @@ async fn rust_and_official_python_sdk_interoperate() {
     assert_eq!(gone.id(), "python");
     let back = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
-            if let Some(p) = rust.remote_peer("python") {
-                if p != gone {
-                    return p;
-                }
+            if let Some(p) = rust.remote_peer("python")
+                && p != gone
+            {
+                return p;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -283,10 +284,10 @@ async fn rust_and_official_python_sdk_interoperate() {
     let mut ev2 = dc2.events();
     tokio::time::timeout(Duration::from_secs(15), async {
         loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev2.next_item().await {
-                if t.contains("p2p_seq") {
-                    return;
-                }
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev2.next_item().await
+                && t.contains("p2p_seq")
+            {
+                return;
             }
         }
     })

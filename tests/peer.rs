@@ -455,3 +455,76 @@ async fn server_restart_mid_call_reconciles() {
     bob.close().await;
     server2.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channel_backpressure_keeps_order_and_overflows_at_256_queued() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let a = peer(&origin, "bp-a", "A");
+    let b = peer(&origin, "bp-b", "B");
+    a.join("bp", false).await.expect("join");
+    b.join("bp", false).await.expect("join");
+    let ra = wait_remote(&a, "bp-b", 5).await;
+    let rb = wait_remote(&b, "bp-a", 5).await;
+    let mut incoming = rb.on_data_channel();
+    let dc = ra.create_data_channel("bulk", None).await.expect("create");
+    within("open", 10, dc.wait_open()).await.expect("open");
+    let remote = within("remote channel", 10, incoming.next_item())
+        .await
+        .expect("dc");
+    let mut received = remote.events();
+
+    // 400 sends of 60 KB (24 MB) issued at once: the 1 MiB send buffer makes them wait, at most
+    // 256 may queue, the rest fail at once with an overflow. Accepted ones arrive in order.
+    let payload = |i: usize| {
+        let mut v = vec![0u8; 60_000];
+        v[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        v
+    };
+    // join_all polls the futures in order, so each enqueues in call order on its first poll.
+    let sends = (0..400).map(|i| {
+        let dc = dc.clone();
+        let data = payload(i);
+        async move { (i, dc.send_binary(data).await) }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let mut accepted = Vec::new();
+    let mut overflowed = 0;
+    for (i, r) in results {
+        match r {
+            Ok(()) => accepted.push(i),
+            Err(meshcall::peer::PeerError::DataChannelOverflow { cap, .. }) => {
+                assert_eq!(cap, 256);
+                overflowed += 1;
+            }
+            Err(e) => panic!("unexpected send error {e}"),
+        }
+    }
+    assert!(
+        overflowed > 0,
+        "some sends must overflow the 256-entry queue"
+    );
+    assert!(
+        accepted.len() >= 256,
+        "at least a full queue is accepted, got {}",
+        accepted.len()
+    );
+    let mut got = Vec::new();
+    within("all accepted messages", 60, async {
+        while got.len() < accepted.len() {
+            if let Some(DcEvent::Message(DcMessage::Binary(b))) = received.next_item().await {
+                assert_eq!(b.len(), 60_000);
+                got.push(u64::from_be_bytes(b[..8].try_into().expect("8 bytes")) as usize);
+            }
+        }
+    })
+    .await;
+    accepted.sort_unstable();
+    assert_eq!(got, accepted, "delivered in send order, none lost");
+    println!(
+        "backpressure: {} accepted, {overflowed} overflowed",
+        accepted.len()
+    );
+    a.close().await;
+    b.close().await;
+}
