@@ -528,3 +528,145 @@ async fn data_channel_backpressure_keeps_order_and_overflows_at_256_queued() {
     a.close().await;
     b.close().await;
 }
+
+/// An H.264 track with made-up access units: enough for RTP to flow (nothing decodes it here;
+/// real encoding is the media layer's job).
+fn test_video_track(
+    stream: &str,
+    id: &str,
+) -> Arc<webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample> {
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::{
+        RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    };
+    let codec = RTCRtpCodec {
+        mime_type: "video/H264".into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+            .into(),
+        rtcp_feedback: vec![],
+    };
+    Arc::new(
+        webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                stream.into(),
+                id.into(),
+                "test video".into(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(rand::random::<u32>()),
+                        ..Default::default()
+                    },
+                    codec,
+                    ..Default::default()
+                }],
+            ),
+        )
+        .expect("track"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_track_metadata_reaches_the_peer_and_removal_ends_the_stream() {
+    use webrtc::media_stream::track_local::TrackLocal;
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let a = peer(&origin, "media-a", "A");
+    let b = peer(&origin, "media-b", "B");
+    // Added before join, as the SDKs recommend: it reaches every peer that shows up later.
+    let track = test_video_track("screen-stream", "screen-track");
+    a.add_track(
+        track.clone() as Arc<dyn TrackLocal>,
+        Some(json!({"role":"screen","label":"Desktop"})),
+    )
+    .await
+    .expect("add_track");
+    a.join("media", false).await.expect("join");
+    let mut b_joined = b.on_peer_joined();
+    b.join("media", false).await.expect("join");
+    let rb = match b.remote_peer("media-a") {
+        Some(p) => p,
+        None => within("a appears at b", 5, b_joined.next_item())
+            .await
+            .expect("peer"),
+    };
+    let mut added = rb.on_stream_added();
+    let mut removed = rb.on_stream_removed();
+    let ra = wait_remote(&a, "media-b", 5).await;
+    wait_state(&ra, PeerConnectionState::Connected, 10).await;
+
+    // Find the negotiated payload type through the pc() escape hatch and send access units.
+    let pc = ra.pc().expect("pc");
+    let (ssrc, pt) = within("negotiated H.264 sender", 10, async {
+        loop {
+            for s in pc.get_senders().await {
+                if *s.track().track_id().await == *"screen-track"
+                    && let Ok(p) = s.get_parameters().await
+                    && let Some(c) = p
+                        .rtp_parameters
+                        .codecs
+                        .iter()
+                        .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("video/H264"))
+                    && let Some(ssrc) = p
+                        .encodings
+                        .first()
+                        .and_then(|e| e.rtp_coding_parameters.ssrc)
+                {
+                    return (ssrc, c.payload_type);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let writer = {
+        let track = track.clone();
+        tokio::spawn(async move {
+            let mut n = 0u8;
+            loop {
+                n = n.wrapping_add(1);
+                let au = bytes::Bytes::from(vec![0, 0, 0, 1, 0x65, 0x88, n, 0x21, 0x10, 0x42]);
+                let sample = rtc::media::Sample {
+                    data: au,
+                    duration: Duration::from_millis(33),
+                    ..rtc::media::Sample::new(Instant::now())
+                };
+                if track
+                    .sample_writer(ssrc, pt)
+                    .write_sample(&sample)
+                    .await
+                    .is_err()
+                {
+                    tokio::time::sleep(Duration::from_millis(33)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(33)).await;
+            }
+        })
+    };
+
+    let stream = within("stream-added at b", 10, added.next_item())
+        .await
+        .expect("stream");
+    assert_eq!(stream.stream_id, "screen-stream");
+    assert_eq!(
+        stream.metadata,
+        Some(json!({"role":"screen","label":"Desktop"}))
+    );
+    assert_eq!(stream.tracks[0].kind, "video");
+    let mut rtp = stream.tracks[0].take_rtp().expect("rtp");
+    let first = within("RTP at b", 10, rtp.recv()).await.expect("packet");
+    assert_eq!(first.header.payload_type, pt);
+
+    // Removing the track ends the stream at the receiver.
+    a.remove_track("screen-track").await.expect("remove");
+    let gone = within("stream-removed at b", 15, removed.next_item())
+        .await
+        .expect("removed");
+    assert_eq!(gone.stream_id, "screen-stream");
+    writer.abort();
+    a.close().await;
+    b.close().await;
+}

@@ -33,7 +33,7 @@ use super::runtime::ClampedRuntime;
 use super::settings::PeerSettings;
 use super::signals::{
     Candidate, MAX_CANDIDATE_LEN, MAX_CANDIDATES_PER_DESCRIPTION, MsidEntry, SdpKind,
-    candidate_json, description_json, first_mid, ice_ufrag, msid_entries,
+    candidate_json, description_json, first_mid, ice_ufrag, msid_entries, sending_mids,
 };
 use super::state::{PcState, PeerConnectionState, map_pc_state};
 use crate::client::IceServer;
@@ -81,6 +81,10 @@ pub(crate) enum ConnEvent {
     IceCandidateError(String),
     IceRecoveryExhausted {
         attempts: u32,
+    },
+    /// The remote stopped sending this track (its m-section went recvonly/inactive/rejected).
+    TrackEnded {
+        track_id: String,
     },
 }
 
@@ -259,6 +263,7 @@ pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, 
         ice_settled: false,
         closed: false,
         last_state: PeerConnectionState::Idle,
+        remote_tracks: std::collections::HashMap::new(),
         watchdogs: Watchdogs::new(settings.offer_timeout, settings.stuck_ice_timeout),
         ladder: IceLadder::new(settings.ladder_schedule.clone(), settings.ladder_probe),
     };
@@ -283,6 +288,8 @@ struct Actor {
     ice_settled: bool,
     closed: bool,
     last_state: PeerConnectionState,
+    /// mid → remote track id, for tracks reported to the RemotePeer.
+    remote_tracks: std::collections::HashMap<String, String>,
     watchdogs: Watchdogs,
     ladder: IceLadder,
 }
@@ -546,6 +553,22 @@ impl Actor {
         for c in pending {
             self.add_candidate(c).await;
         }
+        // webrtc-rs does not end a remote track when its sender removes it: infer it from the
+        // new description (the m-section no longer sends).
+        if let Some(d) = self.pc.remote_description().await {
+            let sending = sending_mids(&d.sdp);
+            let ended: Vec<String> = self
+                .remote_tracks
+                .keys()
+                .filter(|mid| !sending.contains(*mid))
+                .cloned()
+                .collect();
+            for mid in ended {
+                if let Some(track_id) = self.remote_tracks.remove(&mid) {
+                    self.emit(ConnEvent::TrackEnded { track_id }).await;
+                }
+            }
+        }
     }
 
     async fn remote_candidate(&mut self, c: Option<Candidate>) {
@@ -700,6 +723,9 @@ impl Actor {
                     if *receiver.track().track_id().await == wanted {
                         mid = t.mid().await.ok().flatten();
                     }
+                }
+                if let Some(m) = &mid {
+                    self.remote_tracks.insert(m.clone(), wanted.clone());
                 }
                 self.emit(ConnEvent::Track { track, msid, mid }).await;
             }

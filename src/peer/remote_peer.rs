@@ -460,6 +460,15 @@ impl RemotePeer {
                 }
                 ConnEvent::NegotiationError(e) => self.inner.ev.negotiation_errors.emit(e),
                 ConnEvent::IceCandidateError(e) => self.inner.ev.ice_candidate_errors.emit(e),
+                ConnEvent::TrackEnded { track_id } => {
+                    let stream = self.inner.streams.lock().ok().and_then(|acc| {
+                        acc.live
+                            .iter()
+                            .find(|(_, tracks)| tracks.contains(&track_id))
+                            .map(|(sid, _)| sid.clone())
+                    });
+                    self.track_ended(generation, stream, &track_id);
+                }
                 ConnEvent::IceRecoveryExhausted { attempts } => {
                     self.inner
                         .ev

@@ -271,6 +271,41 @@ pub fn msid_entries(sdp: &str) -> Vec<MsidEntry> {
     out
 }
 
+/// Mids of the media sections in which the SDP's author sends media (`sendrecv`/`sendonly`,
+/// the default when no direction is given, and a non-zero port). A track whose mid drops out
+/// of this set has been removed by its sender.
+pub fn sending_mids(sdp: &str) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    let mut section: Option<(bool, Option<String>, bool)> = None; // (is_media, mid, sending)
+    let flush = |s: Option<(bool, Option<String>, bool)>,
+                 out: &mut std::collections::HashSet<String>| {
+        if let Some((true, Some(mid), true)) = s {
+            out.insert(mid);
+        }
+    };
+    for line in sdp.lines().map(str::trim_end) {
+        if let Some(m) = line.strip_prefix("m=") {
+            flush(section.take(), &mut out);
+            let mut parts = m.split_whitespace();
+            let kind = parts.next().unwrap_or("");
+            let port = parts.next().unwrap_or("0");
+            let media = matches!(kind, "audio" | "video") && port != "0";
+            section = Some((media, None, true));
+            continue;
+        }
+        let Some((_, mid, sending)) = section.as_mut() else {
+            continue;
+        };
+        if let Some(m) = line.strip_prefix("a=mid:") {
+            *mid = Some(m.to_string());
+        } else if line == "a=recvonly" || line == "a=inactive" {
+            *sending = false;
+        }
+    }
+    flush(section, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,6 +409,20 @@ mod tests {
             classify_direct(&track_meta_json(&m)),
             DirectPayload::TrackMeta(m)
         );
+    }
+
+    #[test]
+    fn sending_mids_follow_direction_and_port() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendrecv\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=recvonly\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=sendonly\r\n\
+            m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:4\r\na=inactive\r\n\
+            m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:5\r\n\
+            m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:6\r\n";
+        let mut got: Vec<String> = sending_mids(sdp).into_iter().collect();
+        got.sort();
+        assert_eq!(got, vec!["0", "2", "5"]);
     }
 
     #[test]
