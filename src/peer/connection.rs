@@ -60,6 +60,12 @@ pub(crate) enum Command {
         track_id: String,
         reply: oneshot::Sender<Result<(), PeerError>>,
     },
+    /// Swap the sender's track without renegotiation (K1 `replace_track`).
+    ReplaceTrack {
+        old_track_id: String,
+        track: Arc<dyn TrackLocal>,
+        reply: oneshot::Sender<Result<(), PeerError>>,
+    },
     /// Troubleshooting / app-requested in-place ICE restart.
     RestartIce,
     Close(oneshot::Sender<()>),
@@ -390,6 +396,30 @@ impl Actor {
                     if *sender.track().track_id().await == track_id {
                         result = self.pc.remove_track(&sender).await.map_err(rtc_err);
                     }
+                }
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.negotiate().await;
+                }
+            }
+            Command::ReplaceTrack {
+                old_track_id,
+                track,
+                reply,
+            } => {
+                // webrtc-rs 0.21's RtpSender::replace_track swaps the core's track but keeps
+                // the old TrackLocal bound (writes to the new one never leave), so replace by
+                // remove + add, at the cost of one renegotiation.
+                let mut result = Err(PeerError::InvalidArgs("no sender carries that track"));
+                for sender in self.pc.get_senders().await {
+                    if *sender.track().track_id().await == old_track_id {
+                        result = self.pc.remove_track(&sender).await.map_err(rtc_err);
+                        break;
+                    }
+                }
+                if result.is_ok() {
+                    result = self.pc.add_track(track).await.map(|_| ()).map_err(rtc_err);
                 }
                 let ok = result.is_ok();
                 let _ = reply.send(result);

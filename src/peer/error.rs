@@ -27,6 +27,12 @@ pub enum PeerError {
     WebRtc(String),
     #[error("the data channel is closed")]
     DataChannelClosed,
+    /// `replace_track` failed on some peers (it succeeded on the others).
+    #[error("replace_track failed on {} of {} peers", failed.len(), failed.len() + succeeded.len())]
+    ReplaceTrack {
+        succeeded: Vec<String>,
+        failed: Vec<(String, String)>,
+    },
     #[error("data channel overflow: {queued} sends already queued (cap {cap})")]
     DataChannelOverflow { queued: usize, cap: usize },
 }

@@ -405,6 +405,100 @@ impl MeteredPeer {
         Ok(())
     }
 
+    /// Adds every track of a stream with one metadata bag (e.g. camera video + microphone).
+    pub async fn add_stream(
+        &self,
+        tracks: Vec<Arc<dyn TrackLocal>>,
+        metadata: Option<Value>,
+    ) -> Result<(), PeerError> {
+        for t in tracks {
+            self.add_track(t, metadata.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// Swaps `old_track_id` for `track` on every peer (e.g. switching cameras). Unlike the JS
+    /// SDK this renegotiates once: webrtc-rs 0.21 cannot rebind a sender to a new track.
+    /// Receivers key metadata by track id, so a clear for the old id and a set for the new one
+    /// go out first. Partial failure → [`PeerError::ReplaceTrack`] listing both sides; the
+    /// tracking map moves to the new track unless every peer failed.
+    pub async fn replace_track(
+        &self,
+        old_track_id: &str,
+        track: Arc<dyn TrackLocal>,
+    ) -> Result<(), PeerError> {
+        if matches!(
+            self.state(),
+            MeteredPeerState::Reconnecting | MeteredPeerState::Leaving | MeteredPeerState::Closed
+        ) {
+            return Err(PeerError::InvalidState(
+                "replace_track needs a joined or idle MeteredPeer",
+            ));
+        }
+        let Some(idx) = lock(&self.inner.local_tracks)
+            .iter()
+            .position(|t| t.track_id == old_track_id)
+        else {
+            return Err(PeerError::InvalidArgs("unknown track"));
+        };
+        let new_id = track.track_id().await.to_string();
+        let (meta, kind, stream_id) = {
+            let tracks = lock(&self.inner.local_tracks);
+            let Some(e) = tracks.get(idx) else {
+                return Err(PeerError::InvalidArgs("unknown track"));
+            };
+            (e.metadata.clone(), e.kind.clone(), e.stream_id.clone())
+        };
+        let (mut succeeded, mut failed) = (Vec::new(), Vec::new());
+        for p in self.remote_peers() {
+            let Some(h) = p.handle() else { continue };
+            // The new id's metadata goes before its media; the old id is cleared after.
+            if let Some(m) = &meta {
+                let set = track_meta_json(&TrackMeta {
+                    track_id: new_id.clone(),
+                    metadata: Some(m.clone()),
+                    kind: Some(kind.clone()),
+                    stream_id: stream_id.clone(),
+                });
+                let _ = self.inner.client.send(p.id(), set).await;
+            }
+            let (reply, rx) = oneshot::channel();
+            let sent = h.command(Command::ReplaceTrack {
+                old_track_id: old_track_id.to_string(),
+                track: track.clone(),
+                reply,
+            });
+            match (sent, rx.await) {
+                (true, Ok(Ok(()))) => {
+                    succeeded.push(p.id().to_string());
+                    if meta.is_some() {
+                        let clear = track_meta_json(&TrackMeta {
+                            track_id: old_track_id.to_string(),
+                            metadata: None,
+                            kind: None,
+                            stream_id: None,
+                        });
+                        let _ = self.inner.client.send(p.id(), clear).await;
+                    }
+                }
+                (_, Ok(Err(e))) => failed.push((p.id().to_string(), e.to_string())),
+                _ => failed.push((p.id().to_string(), "peer closed".to_string())),
+            }
+        }
+        if succeeded.len() + failed.len() == 0 || !succeeded.is_empty() {
+            let mut tracks = lock(&self.inner.local_tracks);
+            if let Some(entry) = tracks.get_mut(idx) {
+                entry.track = track.clone();
+                entry.track_id = new_id.clone();
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(PeerError::ReplaceTrack { succeeded, failed })
+        }
+    }
+
     /// Stops sending a track to every peer (a metadata clear goes first).
     pub async fn remove_track(&self, track_id: &str) -> Result<(), PeerError> {
         let removed = {
