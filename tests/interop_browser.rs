@@ -305,6 +305,54 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     .await
     .expect("p2p data after the browser's reconnect");
 
+    // Chromium: the Rust side's own WebSocket drops. Its RemotePeer for the other side survives
+    // (same object, fresh pc, `connection_reset`); the other side sees Rust leave and re-join
+    // and opens a new data channel, which arrives on that same RemotePeer.
+    let before = rust.remote_peer("browser").expect("known before the drop");
+    let pc_before = before.pc().expect("pc");
+    let mut resets = before.on_connection_reset();
+    let mut dcs3 = before.on_data_channel();
+    rust.simulate_signalling_drop();
+    tokio::time::timeout(Duration::from_secs(20), resets.next_item())
+        .await
+        .expect("reconcile swapped the connection")
+        .expect("reset");
+    let after = rust.remote_peer("browser").expect("survivor");
+    assert!(after == before, "the same RemotePeer object after the drop");
+    assert!(
+        !std::sync::Arc::ptr_eq(&pc_before, &after.pc().expect("pc")),
+        "a fresh PeerConnection"
+    );
+    let dc3 = tokio::time::timeout(Duration::from_secs(30), dcs3.next_item())
+        .await
+        .expect("a data channel on the survivor after Rust's reconnect")
+        .expect("dc");
+    assert_eq!(dc3.label(), "meshcall");
+    dc3.wait_open().await.expect("open");
+    let probe = json!({"cmd":"dc-send","peer":"rust","data":{"after_rust_drop":true}});
+    let _ = tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ev3 = dc3.events();
+    browser.command(probe).await;
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev3.next_item().await
+                && t.contains("after_rust_drop")
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("p2p data on the survivor after Rust's reconnect");
+    let mut st = after.state_changes();
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while after.state() != PeerConnectionState::Connected {
+            let _ = st.next().await;
+        }
+    })
+    .await
+    .expect("survivor connected again");
+
     browser.command(json!({"cmd":"leave"})).await;
     browser
         .expect("browser left", 15, |v| v["event"] == "left")

@@ -101,6 +101,8 @@ struct Inner {
     origin: Origin,
     events: mpsc::Sender<ClientEvent>,
     shared: Mutex<Shared>,
+    /// `simulate_drop`: the live connection closes as if the network failed.
+    drop_now: tokio::sync::Notify,
 }
 
 /// State visible to API calls. Only short, synchronous critical sections.
@@ -210,6 +212,7 @@ impl SignallingClient {
             opts,
             origin,
             events: tx,
+            drop_now: tokio::sync::Notify::new(),
             shared: Mutex::new(Shared {
                 state: ClientState::Idle,
                 peer_id: None,
@@ -411,6 +414,14 @@ impl SignallingClient {
         let _ = tokio::time::timeout(CLOSE_FLUSH * 3, done.wait_for(|d| *d)).await;
     }
 
+    /// Troubleshooting: closes the live connection (code 4000) and lets the normal reconnect
+    /// path run, as if the network had dropped. No-op when not connected.
+    pub fn simulate_drop(&self) {
+        if self.state() == ClientState::Connected {
+            self.inner().drop_now.notify_one();
+        }
+    }
+
     pub fn state(&self) -> ClientState {
         lock(&self.inner().shared).state
     }
@@ -587,6 +598,7 @@ struct Replay {
 /// so that the handlers may borrow the driver freely).
 enum Wake {
     Stop,
+    SimulatedDrop,
     Delivered,
     Command(Command),
     AckTimer,
@@ -905,9 +917,11 @@ impl Driver {
             let replay_at = replays.iter().map(|r| r.at).min();
             let ping_at = heartbeat.map(|h| last_inbound.max(last_ping) + h);
             let watchdog_at = watchdog.map(|w| last_inbound + w);
+            let inner = self.inner.clone();
             let wake = tokio::select! {
                 biased;
                 _ = stopped(&mut self.stop) => Wake::Stop,
+                _ = inner.drop_now.notified() => Wake::SimulatedDrop,
                 permit = self.emitter.tx.reserve(), if !reading => {
                     match permit {
                         Ok(p) => {
@@ -930,6 +944,14 @@ impl Driver {
                 Wake::Stop => {
                     close_sink(&mut sink, 1000, "client closed").await;
                     break ConnEnd::Stopped;
+                }
+                Wake::SimulatedDrop => {
+                    warn!("dropping the signalling connection on request (troubleshooting)");
+                    close_sink(&mut sink, INACTIVITY_CLOSE, "simulated drop").await;
+                    break ConnEnd::Lost {
+                        code: INACTIVITY_CLOSE,
+                        reason: "simulated drop".into(),
+                    };
                 }
                 Wake::Delivered => {}
                 Wake::Command(cmd) => {

@@ -214,6 +214,12 @@ impl MeteredPeer {
         self.inner.ev.left.subscribe()
     }
 
+    /// Troubleshooting: drops the signalling connection as a network failure would; the normal
+    /// reconnect and reconcile follow (peers go `reconnecting`, then back with fresh pcs).
+    pub fn simulate_signalling_drop(&self) {
+        self.inner.client.simulate_drop();
+    }
+
     /// The signalling client underneath (troubleshooting; do not subscribe through it).
     pub fn signalling(&self) -> &SignallingClient {
         &self.inner.client
