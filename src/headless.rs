@@ -127,15 +127,32 @@ fn credential(opts: &HeadlessOptions) -> Result<Credential, HeadlessError> {
 /// Runs until `duration` passes, Ctrl-C, or a fatal error. Lines go to stdout.
 pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
     let (out_tx, mut out_rx) = mpsc::channel::<Value>(1024);
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
     let printer = tokio::spawn(async move {
         let stdout = std::io::stdout();
-        while let Some(v) = out_rx.recv().await {
+        let print = |v: Value| {
             let mut lock = stdout.lock();
             let _ = writeln!(lock, "{v}");
             let _ = lock.flush();
+        };
+        loop {
+            tokio::select! {
+                v = out_rx.recv() => match v {
+                    Some(v) => print(v),
+                    None => break,
+                },
+                _ = &mut done_rx => {
+                    // Watcher tasks may still hold senders: print what is queued and stop.
+                    while let Ok(v) = out_rx.try_recv() {
+                        print(v);
+                    }
+                    break;
+                }
+            }
         }
     });
     let result = run_inner(opts, out_tx).await;
+    let _ = done_tx.send(());
     let _ = printer.await;
     result
 }

@@ -1,0 +1,156 @@
+//! The `meshcall join --headless` contract (README): two real processes join one room on the
+//! real server, mint their own tokens (`--secret`), find each other, exchange data through the
+//! server and over a data channel, print one JSON object per line, and leave cleanly after
+//! `--duration`.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use common::*;
+
+async fn run_peer(origin: String, name: &'static str, id: &'static str) -> (Vec<Value>, bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshcall"))
+        .args([
+            "join",
+            "--headless",
+            "--loopback-only",
+            "--server",
+            &origin,
+            "--room",
+            "cli-room",
+        ])
+        .args(["--name", name, "--peer-id", id, "--duration", "6"])
+        .arg("--secret")
+        .arg(format!("{KID}={SECRET}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("meshcall join starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut out = Vec::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(v["event"].is_string(), "every line has an event: {line}");
+        out.push(v);
+    }
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("exits after --duration")
+        .expect("status");
+    (out, status.success())
+}
+
+fn has(lines: &[Value], pred: impl Fn(&Value) -> bool) -> bool {
+    lines.iter().any(pred)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_headless_peers_find_each_other_and_exchange_data() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let (ann, bob) = tokio::join!(
+        run_peer(origin.clone(), "Ann", "ann"),
+        run_peer(origin.clone(), "Bob", "bob")
+    );
+    for ((lines, ok), (me, other, other_name)) in
+        [(ann, ("ann", "bob", "Bob")), (bob, ("bob", "ann", "Ann"))]
+    {
+        let dump = || {
+            lines
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert!(ok, "{me} exited with an error:\n{}", dump());
+        assert!(
+            has(&lines, |v| v["event"] == "joined" && v["peer"] == me),
+            "{me}: joined\n{}",
+            dump()
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "peer-joined"
+                && v["peer"] == other
+                && v["metadata"]["username"] == other_name),
+            "{me}: peer-joined with the other's name\n{}",
+            dump()
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "state-change"
+                && v["peer"] == other
+                && v["to"] == "connected"),
+            "{me}: connected to {other}\n{}",
+            dump()
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "dc-open" && v["peer"] == other),
+            "{me}: data channel\n{}",
+            dump()
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "data"
+                && v["via"] == "server"
+                && v["peer"] == other
+                && v["data"]["seq"].is_u64()),
+            "{me}: server-routed data from {other}\n{}",
+            dump()
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "data"
+                && v["via"] == "p2p"
+                && v["peer"] == other
+                && v["data"]["p2p_seq"].is_u64()),
+            "{me}: p2p data from {other}\n{}",
+            dump()
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "left"),
+            "{me}: left cleanly\n{}",
+            dump()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_refused_token_is_a_fatal_error_with_a_non_zero_exit() {
+    let server = start(config()).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_meshcall"))
+        .args([
+            "join",
+            "--headless",
+            "--loopback-only",
+            "--server",
+            &server.ws_origin(),
+        ])
+        .args(["--room", "r", "--name", "Eve", "--token", "not-a-jwt"])
+        .output()
+        .await
+        .expect("runs");
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let line = lines
+        .iter()
+        .find(|v| v["event"] == "error")
+        .cloned()
+        .unwrap_or_else(|| panic!("an error line in {stdout}"));
+    assert_eq!(line["fatal"], true);
+    assert!(
+        line["message"].as_str().unwrap_or("").contains("4001"),
+        "{line}"
+    );
+}
