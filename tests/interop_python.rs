@@ -191,9 +191,15 @@ async fn rust_and_official_python_sdk_interoperate() {
     })
     .await
     .expect("rust↔python connected");
+    let pc = py
+        .expect("python connected", 20, |v| {
+            v["event"] == "state-change" && v["peer"] == "rust" && v["to"] == "connected"
+        })
+        .await;
     println!(
-        "Rust↔Python: python start → connected {:.0} ms",
-        t0.elapsed().as_secs_f64() * 1000.0
+        "Rust↔Python: python start → connected {:.0} ms; python peer-joined → connected {} ms",
+        t0.elapsed().as_secs_f64() * 1000.0,
+        pc["since_peer_joined_ms"]
     );
 
     // P2P: python opens "meshcall" and sends {"p2p_seq":n}; we answer on it.
