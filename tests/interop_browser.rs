@@ -6,110 +6,31 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use serde_json::json;
+use tokio::process::Command;
 
-use common::*;
-use meshcall::client::{ClientOptions, Credential};
-use meshcall::peer::{
-    DataKind, DcEvent, DcMessage, MeteredPeer, PeerConnectionState, PeerSettings, RemotePeer,
+use common::interop::{
+    JsonLinesPeer, rust_peer, rust_side_drop_keeps_the_remote_peer, text_containing, wait_connected,
 };
+use common::*;
+use meshcall::peer::DataKind;
 
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
+fn browser_peer(origin: &str, token: &str, room: &str, name: &str) -> JsonLinesPeer {
+    let mut cmd = Command::new("node");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/js/browser-peer.mjs"
+    ))
+    .args([
+        "--server", origin, "--token", token, "--room", room, "--name", name,
+    ])
+    .args(["--camera", "--dc", "joined"]);
+    JsonLinesPeer::spawn(cmd, "browser", "run tests/interop/js/setup.sh first")
 }
 
-impl Proc {
-    async fn spawn(origin: &str, token: &str, room: &str, name: &str) -> Proc {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/js/browser-peer.mjs"
-        );
-        let mut cmd = Command::new("node");
-        cmd.arg(script)
-            .args([
-                "--server", origin, "--token", token, "--room", room, "--name", name,
-            ])
-            .args(["--camera", "--dc", "joined"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot start node (run tests/interop/js/setup.sh first): {e}")
-        });
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).await.is_err()
-                {
-                    break;
-                }
-            }
-        });
-        Proc {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line matching `pred` (earlier matching lines count too).
-    async fn expect(&mut self, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(v)) => {
-                    self.seen.push(v.clone());
-                    if pred(&v) {
-                        return v;
-                    }
-                }
-                Ok(None) => panic!(
-                    "browser peer exited while waiting for {what}; saw: {:?}",
-                    self.seen
-                ),
-                Err(_) => panic!(
-                    "timed out waiting for {what}; browser said: {:#?}",
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    async fn command(&mut self, v: Value) {
-        if let Some(stdin) = self.child.stdin.as_mut() {
-            let _ = stdin.write_all(format!("{v}\n").as_bytes()).await;
-            let _ = stdin.flush().await;
-        }
-    }
-}
-
-async fn wait_connected(p: &RemotePeer, secs: u64) {
-    let mut states = p.state_changes();
-    tokio::time::timeout(Duration::from_secs(secs), async {
-        while p.state() != PeerConnectionState::Connected {
-            let _ = states.next().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{} not connected within {secs} s", p.id()));
-}
-
-async fn p2p_message(
+async fn p2p_channel(
     dcs: &mut meshcall::peer::EventStream<meshcall::peer::DataChannel>,
     secs: u64,
 ) -> meshcall::peer::DataChannel {
@@ -126,31 +47,19 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     let server = start(config()).await;
     let origin = server.ws_origin();
     // "browser" < "rust": the browser is polite; it opens "meshcall" at peer-joined.
-    let rust_token = token("rust", "Rust");
-    let rust = MeteredPeer::new(
-        ClientOptions::new(
-            origin.clone(),
-            Credential::token_provider(move || {
-                let t = rust_token.clone();
-                async move { Ok::<String, String>(t) }
-            }),
-        ),
-        PeerSettings::loopback_only(),
-    )
-    .expect("options");
+    let rust = rust_peer(&origin, token("rust", "Rust"));
     let mut joined = rust.on_peer_joined();
     let mut data = rust.on_data();
     rust.join("browser-interop", true)
         .await
         .expect("rust joins");
 
-    let mut browser = Proc::spawn(
+    let mut browser = browser_peer(
         &origin,
         &token("browser", "Browser"),
         "browser-interop",
         "Browser",
-    )
-    .await;
+    );
     let t_join = Instant::now();
     browser
         .expect("browser joined", 60, |v| v["event"] == "joined")
@@ -162,6 +71,9 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         .expect("browser appears")
         .expect("peer");
     assert_eq!(remote.id(), "browser");
+    // Subscribe at once: the stream can arrive before the other process reports anything.
+    let mut streams = remote.on_stream_added();
+    let mut dcs = remote.on_data_channel();
     assert_eq!(
         remote.metadata().and_then(|m| m.get("username").cloned()),
         Some(json!("Browser"))
@@ -172,8 +84,6 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         })
         .await;
     assert_eq!(pj["name"], "Rust");
-    let mut streams = remote.on_stream_added();
-    let mut dcs = remote.on_data_channel();
 
     wait_connected(&remote, 30).await;
     let connected_ms = t_join.elapsed().as_secs_f64() * 1000.0;
@@ -183,7 +93,7 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         })
         .await;
     println!(
-        "Rust↔Chromium: browser join → Rust connected {connected_ms:.0} ms; browser's own sinceJoinMs {}",
+        "Rust↔Chromium: browser start → Rust connected {connected_ms:.0} ms; browser join() → connected {} ms",
         bc["sinceJoinMs"]
     );
 
@@ -206,29 +116,19 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     assert!(
         tokio::time::timeout(Duration::from_secs(10), rtp.recv())
             .await
-            .expect("RTP within 10 s")
+            .expect("RTP")
             .is_some()
     );
     tokio::spawn(async move { while rtp.recv().await.is_some() {} });
 
     // P2P both ways on the browser's channel.
-    let dc = p2p_message(&mut dcs, 20).await;
+    let dc = p2p_channel(&mut dcs, 20).await;
     dc.wait_open().await.expect("open");
     let mut dc_events = dc.events();
     browser
         .command(json!({"cmd":"dc-send","peer":"rust","data":{"from_browser":1}}))
         .await;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = dc_events.next_item().await
-                && t.contains("from_browser")
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("p2p data from the browser");
+    text_containing(&mut dc_events, "from_browser", 10).await;
     dc.send_text(json!({"from_rust": 1}).to_string())
         .await
         .expect("p2p send");
@@ -287,71 +187,24 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     .expect("the browser re-joins");
     let mut dcs = back.on_data_channel();
     wait_connected(&back, 30).await;
-    let dc2 = p2p_message(&mut dcs, 30).await;
+    let dc2 = p2p_channel(&mut dcs, 30).await;
     dc2.wait_open().await.expect("open again");
     let mut ev2 = dc2.events();
     browser
         .command(json!({"cmd":"dc-send","peer":"rust","data":{"after_reconnect":true}}))
         .await;
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev2.next_item().await
-                && t.contains("after_reconnect")
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("p2p data after the browser's reconnect");
+    text_containing(&mut ev2, "after_reconnect", 15).await;
 
-    // Chromium: the Rust side's own WebSocket drops. Its RemotePeer for the other side survives
-    // (same object, fresh pc, `connection_reset`); the other side sees Rust leave and re-join
-    // and opens a new data channel, which arrives on that same RemotePeer.
-    let before = rust.remote_peer("browser").expect("known before the drop");
-    let pc_before = before.pc().expect("pc");
-    let mut resets = before.on_connection_reset();
-    let mut dcs3 = before.on_data_channel();
-    rust.simulate_signalling_drop();
-    tokio::time::timeout(Duration::from_secs(20), resets.next_item())
-        .await
-        .expect("reconcile swapped the connection")
-        .expect("reset");
-    let after = rust.remote_peer("browser").expect("survivor");
-    assert!(after == before, "the same RemotePeer object after the drop");
-    assert!(
-        !std::sync::Arc::ptr_eq(&pc_before, &after.pc().expect("pc")),
-        "a fresh PeerConnection"
-    );
-    let dc3 = tokio::time::timeout(Duration::from_secs(30), dcs3.next_item())
-        .await
-        .expect("a data channel on the survivor after Rust's reconnect")
-        .expect("dc");
-    assert_eq!(dc3.label(), "meshcall");
-    dc3.wait_open().await.expect("open");
+    // Then the Rust side's own WebSocket drops: same RemotePeer, fresh pc, data again.
     let probe = json!({"cmd":"dc-send","peer":"rust","data":{"after_rust_drop":true}});
-    let _ = tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut ev3 = dc3.events();
-    browser.command(probe).await;
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev3.next_item().await
-                && t.contains("after_rust_drop")
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("p2p data on the survivor after Rust's reconnect");
-    let mut st = after.state_changes();
-    tokio::time::timeout(Duration::from_secs(15), async {
-        while after.state() != PeerConnectionState::Connected {
-            let _ = st.next().await;
-        }
-    })
-    .await
-    .expect("survivor connected again");
+    rust_side_drop_keeps_the_remote_peer(
+        &rust,
+        &mut browser,
+        "browser",
+        Some(probe),
+        "after_rust_drop",
+    )
+    .await;
 
     browser.command(json!({"cmd":"leave"})).await;
     browser

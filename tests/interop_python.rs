@@ -5,19 +5,16 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use serde_json::json;
+use tokio::process::Command;
 
-use common::*;
-use meshcall::client::{ClientOptions, Credential};
-use meshcall::peer::{
-    DataKind, DcEvent, DcMessage, MeteredPeer, PeerConnectionState, PeerSettings,
+use common::interop::{
+    JsonLinesPeer, rust_peer, rust_side_drop_keeps_the_remote_peer, text_containing, wait_connected,
 };
+use common::*;
+use meshcall::peer::{DataKind, PeerConnectionState};
 
 fn python() -> String {
     let venv = std::env::var("MESHCALL_PYVENV_WEBRTC").unwrap_or_else(|_| {
@@ -29,87 +26,16 @@ fn python() -> String {
     format!("{venv}/bin/python")
 }
 
-struct PyPeer {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
-}
-
-impl PyPeer {
-    async fn spawn(origin: &str, token: &str, room: &str, name: &str, video: bool) -> PyPeer {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/interop/python/python_peer.py"
-        );
-        let mut cmd = Command::new(python());
-        cmd.arg(script)
-            .args([
-                "--server", origin, "--token", token, "--room", room, "--name", name,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if video {
-            cmd.arg("--video");
-        }
-        let mut child = cmd.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} (run tests/interop/python/setup.sh first): {e}",
-                python()
-            )
-        });
-        let stdout = child.stdout.take().expect("stdout piped");
-        let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && tx.send(v).await.is_err()
-                {
-                    break;
-                }
-            }
-        });
-        PyPeer {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a line matching `pred` (earlier matching lines count too).
-    async fn expect(&mut self, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
-                Ok(Some(v)) => {
-                    self.seen.push(v.clone());
-                    if pred(&v) {
-                        return v;
-                    }
-                }
-                Ok(None) => panic!(
-                    "python peer exited while waiting for {what}; saw: {:?}",
-                    self.seen
-                ),
-                Err(_) => panic!(
-                    "timed out waiting for {what}; python said: {:#?}",
-                    self.seen
-                ),
-            }
-        }
-    }
-
-    async fn command(&mut self, v: Value) {
-        if let Some(stdin) = self.child.stdin.as_mut() {
-            let _ = stdin.write_all(format!("{v}\n").as_bytes()).await;
-            let _ = stdin.flush().await;
-        }
-    }
+fn python_peer(origin: &str, token: &str, room: &str, name: &str) -> JsonLinesPeer {
+    let mut cmd = Command::new(python());
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/python/python_peer.py"
+    ))
+    .args([
+        "--server", origin, "--token", token, "--room", room, "--name", name, "--video",
+    ]);
+    JsonLinesPeer::spawn(cmd, "python", "run tests/interop/python/setup.sh first")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,31 +43,13 @@ async fn rust_and_official_python_sdk_interoperate() {
     let server = start(config()).await;
     let origin = server.ws_origin();
     // "python" < "rust": the Python side is polite and opens the data channel (lower id opens).
-    let rust_token = token("rust", "Rust");
-    let rust = MeteredPeer::new(
-        ClientOptions::new(
-            origin.clone(),
-            Credential::token_provider(move || {
-                let t = rust_token.clone();
-                async move { Ok::<String, String>(t) }
-            }),
-        ),
-        PeerSettings::loopback_only(),
-    )
-    .expect("options");
+    let rust = rust_peer(&origin, token("rust", "Rust"));
     let mut joined = rust.on_peer_joined();
     let mut data = rust.on_data();
     rust.join("interop", true).await.expect("rust joins");
 
     let t0 = Instant::now();
-    let mut py = PyPeer::spawn(
-        &origin,
-        &token("python", "Python"),
-        "interop",
-        "Python",
-        true,
-    )
-    .await;
+    let mut py = python_peer(&origin, &token("python", "Python"), "interop", "Python");
     py.expect("python joined", 30, |v| v["event"] == "joined")
         .await;
 
@@ -151,6 +59,9 @@ async fn rust_and_official_python_sdk_interoperate() {
         .expect("python appears")
         .expect("peer");
     assert_eq!(remote.id(), "python");
+    // Subscribe at once: the stream can arrive before the other process reports anything.
+    let mut streams = remote.on_stream_added();
+    let mut channels = remote.on_data_channel();
     assert_eq!(
         remote.metadata().and_then(|m| m.get("username").cloned()),
         Some(json!("Python"))
@@ -161,9 +72,6 @@ async fn rust_and_official_python_sdk_interoperate() {
         })
         .await;
     assert_eq!(pj["metadata"]["username"], "Rust");
-
-    let mut streams = remote.on_stream_added();
-    let mut channels = remote.on_data_channel();
 
     // The Python camera arrives with its metadata, and RTP flows.
     let stream = tokio::time::timeout(Duration::from_secs(20), streams.next_item())
@@ -176,21 +84,15 @@ async fn rust_and_official_python_sdk_interoperate() {
         "{stream:?}"
     );
     let mut rtp = stream.tracks[0].take_rtp().expect("rtp receiver");
-    let first = tokio::time::timeout(Duration::from_secs(10), rtp.recv())
-        .await
-        .expect("RTP within 10 s");
-    assert!(first.is_some());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), rtp.recv())
+            .await
+            .expect("RTP")
+            .is_some()
+    );
     tokio::spawn(async move { while rtp.recv().await.is_some() {} });
 
-    // Connected, measured from the Python peer's start.
-    let mut states = remote.state_changes();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while remote.state() != PeerConnectionState::Connected {
-            let _ = states.next().await;
-        }
-    })
-    .await
-    .expect("rust↔python connected");
+    wait_connected(&remote, 20).await;
     let pc = py
         .expect("python connected", 20, |v| {
             v["event"] == "state-change" && v["peer"] == "rust" && v["to"] == "connected"
@@ -209,17 +111,7 @@ async fn rust_and_official_python_sdk_interoperate() {
         .expect("dc");
     assert_eq!(dc.label(), "meshcall");
     let mut dc_events = dc.events();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = dc_events.next_item().await
-                && t.contains("p2p_seq")
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("p2p data from python");
+    text_containing(&mut dc_events, "p2p_seq", 10).await;
     dc.wait_open().await.expect("open");
     dc.send_text(json!({"from_rust": 1}).to_string())
         .await
@@ -288,63 +180,11 @@ async fn rust_and_official_python_sdk_interoperate() {
         .expect("a new data channel after the reconnect")
         .expect("dc");
     let mut ev2 = dc2.events();
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev2.next_item().await
-                && t.contains("p2p_seq")
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("p2p data after python's reconnect");
+    text_containing(&mut ev2, "p2p_seq", 15).await;
     assert_eq!(back.state(), PeerConnectionState::Connected);
 
-    // Python: the Rust side's own WebSocket drops. Its RemotePeer for the other side survives
-    // (same object, fresh pc, `connection_reset`); the other side sees Rust leave and re-join
-    // and opens a new data channel, which arrives on that same RemotePeer.
-    let before = rust.remote_peer("python").expect("known before the drop");
-    let pc_before = before.pc().expect("pc");
-    let mut resets = before.on_connection_reset();
-    let mut dcs3 = before.on_data_channel();
-    rust.simulate_signalling_drop();
-    tokio::time::timeout(Duration::from_secs(20), resets.next_item())
-        .await
-        .expect("reconcile swapped the connection")
-        .expect("reset");
-    let after = rust.remote_peer("python").expect("survivor");
-    assert!(after == before, "the same RemotePeer object after the drop");
-    assert!(
-        !std::sync::Arc::ptr_eq(&pc_before, &after.pc().expect("pc")),
-        "a fresh PeerConnection"
-    );
-    let dc3 = tokio::time::timeout(Duration::from_secs(30), dcs3.next_item())
-        .await
-        .expect("a data channel on the survivor after Rust's reconnect")
-        .expect("dc");
-    assert_eq!(dc3.label(), "meshcall");
-
-    let mut ev3 = dc3.events();
-    tokio::time::timeout(Duration::from_secs(15), async {
-        loop {
-            if let Some(DcEvent::Message(DcMessage::Text(t))) = ev3.next_item().await
-                && t.contains("p2p_seq")
-            {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("p2p data on the survivor after Rust's reconnect");
-    let mut st = after.state_changes();
-    tokio::time::timeout(Duration::from_secs(15), async {
-        while after.state() != PeerConnectionState::Connected {
-            let _ = st.next().await;
-        }
-    })
-    .await
-    .expect("survivor connected again");
+    // Then the Rust side's own WebSocket drops: same RemotePeer, fresh pc, data again.
+    rust_side_drop_keeps_the_remote_peer(&rust, &mut py, "python", None, "p2p_seq").await;
 
     py.command(json!({"cmd":"leave"})).await;
     py.expect("python left", 10, |v| v["event"] == "left").await;

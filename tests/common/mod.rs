@@ -2,6 +2,8 @@
 //! clients (tokio-tungstenite), real JWTs.
 #![allow(dead_code)]
 
+pub mod interop;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -1,0 +1,174 @@
+//! Helpers shared by the interop tests: an official-SDK peer running as a child process that
+//! speaks JSON lines (stdout events, stdin commands), and the phases both interop tests run.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use meshcall::client::{ClientOptions, Credential};
+use meshcall::peer::{
+    DcEvent, DcMessage, MeteredPeer, PeerConnectionState, PeerSettings, RemotePeer,
+};
+
+/// A peer process (browser driver or Python SDK script) and everything it printed so far.
+pub struct JsonLinesPeer {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+    seen: Vec<Value>,
+    what: &'static str,
+}
+
+impl JsonLinesPeer {
+    /// Starts `cmd` with piped stdin/stdout; `what` names it in failure messages.
+    pub fn spawn(mut cmd: Command, what: &'static str, setup_hint: &str) -> JsonLinesPeer {
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the {what} peer ({setup_hint}): {e}"));
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && tx.send(v).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        JsonLinesPeer {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+            what,
+        }
+    }
+
+    /// Waits for a line matching `pred` (lines seen earlier count too).
+    pub async fn expect(&mut self, desc: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return v.clone();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.lines.recv()).await {
+                Ok(Some(v)) => {
+                    self.seen.push(v.clone());
+                    if pred(&v) {
+                        return v;
+                    }
+                }
+                Ok(None) => panic!(
+                    "{} peer exited while waiting for {desc}; saw: {:?}",
+                    self.what, self.seen
+                ),
+                Err(_) => panic!(
+                    "timed out waiting for {desc}; the {} peer said: {:#?}",
+                    self.what, self.seen
+                ),
+            }
+        }
+    }
+
+    /// One JSON command on stdin.
+    pub async fn command(&mut self, v: Value) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(format!("{v}\n").as_bytes()).await;
+            let _ = stdin.flush().await;
+        }
+    }
+}
+
+/// A Rust MeteredPeer (ICE on 127.0.0.1) with a fixed token.
+pub fn rust_peer(origin: &str, token: String) -> MeteredPeer {
+    MeteredPeer::new(
+        ClientOptions::new(
+            origin,
+            Credential::token_provider(move || {
+                let t = token.clone();
+                async move { Ok::<String, String>(t) }
+            }),
+        ),
+        PeerSettings::loopback_only(),
+    )
+    .expect("options")
+}
+
+pub async fn wait_connected(p: &RemotePeer, secs: u64) {
+    let mut states = p.state_changes();
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        while p.state() != PeerConnectionState::Connected {
+            let _ = states.next().await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} not connected within {secs} s", p.id()));
+}
+
+/// Waits for a text message containing `needle` on a channel's event stream.
+pub async fn text_containing(
+    events: &mut meshcall::peer::EventStream<DcEvent>,
+    needle: &str,
+    secs: u64,
+) {
+    tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            if let Some(DcEvent::Message(DcMessage::Text(t))) = events.next_item().await
+                && t.contains(needle)
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no p2p message containing {needle} within {secs} s"));
+}
+
+/// The Rust side's own WebSocket drops. Its RemotePeer for `other` survives (same object, fresh
+/// pc, `connection_reset`); the other side sees Rust leave and re-join and opens a new data
+/// channel "meshcall", which arrives on that same RemotePeer and carries a message containing
+/// `needle` (after `probe` is sent to the other peer, if given).
+pub async fn rust_side_drop_keeps_the_remote_peer(
+    rust: &MeteredPeer,
+    other: &mut JsonLinesPeer,
+    other_id: &str,
+    probe: Option<Value>,
+    needle: &str,
+) {
+    let before = rust.remote_peer(other_id).expect("known before the drop");
+    let pc_before = before.pc().expect("pc");
+    let mut resets = before.on_connection_reset();
+    let mut dcs = before.on_data_channel();
+    rust.simulate_signalling_drop();
+    tokio::time::timeout(Duration::from_secs(20), resets.next_item())
+        .await
+        .expect("reconcile swapped the connection")
+        .expect("reset");
+    let after = rust.remote_peer(other_id).expect("survivor");
+    assert!(after == before, "the same RemotePeer object after the drop");
+    assert!(
+        !Arc::ptr_eq(&pc_before, &after.pc().expect("pc")),
+        "a fresh PeerConnection"
+    );
+    let dc = tokio::time::timeout(Duration::from_secs(30), dcs.next_item())
+        .await
+        .expect("a data channel on the survivor after Rust's reconnect")
+        .expect("dc");
+    assert_eq!(dc.label(), "meshcall");
+    let mut events = dc.events();
+    if let Some(p) = probe {
+        dc.wait_open().await.expect("open");
+        other.command(p).await;
+    }
+    text_containing(&mut events, needle, 15).await;
+    wait_connected(&after, 15).await;
+}
