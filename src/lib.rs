@@ -12,10 +12,11 @@
 //! | [`server`] | hub state machine ([`server::hub`]) + axum WebSocket/REST shell | shell only |
 //! | [`client`] | SDK signalling: `SignallingClient` (credential, acks, heartbeat, reconnect, replay) | cores pure, shell IO |
 //! | [`peer`] | MeteredPeer / RemotePeer over webrtc-rs: negotiation, ICE ladder, reconcile | cores pure, shells IO |
+//! | [`media`] | frames, stamp, synthetic sources, H.264 and Opus codecs (pipelines to come) | CPU only |
 //! | [`headless`] | `meshcall join --headless`: a scriptable peer printing JSON lines | yes |
 //! | [`bench`] | load generators behind `meshcall bench …` | yes |
 //!
-//! Still to come (see the issues): `media/`, `engine/`, `ui/`.
+//! Still to come (see the issues): media capture and pipelines, `engine/`, `ui/`.
 //!
 //! Pure cores take time as an argument and return what to do; thin tokio shells do the IO.
 //! Specifications live in `../shared/spec/` (protocol.md for the wire).
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod bench;
 pub mod client;
 pub mod headless;
+pub mod media;
 pub mod peer;
 pub mod protocol;
 pub mod server;

@@ -1,0 +1,29 @@
+//! Media (issue 4, in progress): frames, the synthetic sources, and the codecs.
+//!
+//! | module | what | IO? |
+//! |---|---|---|
+//! | [`frame`] | I420 video frames, PSNR | pure |
+//! | [`stamp`] | a machine-readable frame stamp drawn into the picture (frame number + capture time) | pure |
+//! | [`synthetic`] | the moving test pattern (video) and tone with beeps (audio) | pure |
+//! | [`h264`] | openh264 constrained-baseline encoder / decoder | CPU only |
+//! | [`audio`] | Opus 48 kHz mono 20 ms encoder / decoder, pitch measurement | CPU only |
+//!
+//! Capture devices, the send/receive pipelines and playout are still to come.
+
+pub mod audio;
+pub mod frame;
+pub mod h264;
+pub mod stamp;
+pub mod synthetic;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum MediaError {
+    #[error("invalid frame geometry {width}x{height} (even, non-zero sizes required)")]
+    Geometry { width: usize, height: usize },
+    #[error("H.264 codec: {0}")]
+    H264(String),
+    #[error("Opus codec: {0}")]
+    Opus(String),
+}
