@@ -155,6 +155,8 @@ struct JoinArgs {
 enum BenchCommand {
     /// Open N WebSocket clients against a fresh server and measure memory, fan-out and latency.
     Server(meshcall::bench::server::BenchArgs),
+    /// H.264 and Opus encode/decode speed on synthetic camera-like content.
+    Media(meshcall::bench::media::MediaBenchArgs),
 }
 
 fn init_logs(filter: &str) {
@@ -185,6 +187,9 @@ fn main() -> ExitCode {
             rt.block_on(meshcall::bench::server::run(args))
                 .map_err(Into::into)
         }),
+        Command::Bench {
+            what: BenchCommand::Media(args),
+        } => meshcall::bench::media::run(args).map_err(Into::into),
     };
     match result {
         Ok(code) => code,
