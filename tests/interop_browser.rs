@@ -30,18 +30,6 @@ fn browser_peer(origin: &str, token: &str, room: &str, name: &str) -> JsonLinesP
     JsonLinesPeer::spawn(cmd, "browser", "run tests/interop/js/setup.sh first")
 }
 
-async fn p2p_channel(
-    dcs: &mut meshcall::peer::EventStream<meshcall::peer::DataChannel>,
-    secs: u64,
-) -> meshcall::peer::DataChannel {
-    let dc = tokio::time::timeout(Duration::from_secs(secs), dcs.next_item())
-        .await
-        .expect("the browser's data channel")
-        .expect("dc");
-    assert_eq!(dc.label(), "meshcall");
-    dc
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     let server = start(config()).await;
@@ -61,12 +49,9 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         "Browser",
     );
     let t_join = Instant::now();
-    browser
-        .expect("browser joined", 60, |v| v["event"] == "joined")
-        .await;
 
     // Presence both ways with names.
-    let remote = tokio::time::timeout(Duration::from_secs(10), joined.next_item())
+    let remote = tokio::time::timeout(Duration::from_secs(60), joined.next_item())
         .await
         .expect("browser appears")
         .expect("peer");
@@ -74,6 +59,9 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     // Subscribe at once: the stream can arrive before the other process reports anything.
     let mut streams = remote.on_stream_added();
     let mut dcs = remote.on_data_channel();
+    browser
+        .expect("browser joined", 60, |v| v["event"] == "joined")
+        .await;
     assert_eq!(
         remote.metadata().and_then(|m| m.get("username").cloned()),
         Some(json!("Browser"))
@@ -98,7 +86,15 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     );
 
     // The browser's camera reaches Rust as its own stream with role metadata, and RTP flows.
-    let stream = tokio::time::timeout(Duration::from_secs(20), streams.next_item())
+    // Prefer a stream that is already live (it may have arrived before we subscribed).
+    let live = remote.current_streams().into_iter().next();
+    let stream = async {
+        match live {
+            Some(s) => Some(s),
+            None => streams.next_item().await,
+        }
+    };
+    let stream = tokio::time::timeout(Duration::from_secs(20), stream)
         .await
         .expect("the browser's camera stream")
         .expect("stream");
@@ -122,7 +118,7 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     tokio::spawn(async move { while rtp.recv().await.is_some() {} });
 
     // P2P both ways on the browser's channel.
-    let dc = p2p_channel(&mut dcs, 20).await;
+    let dc = common::interop::meshcall_channel(&remote, &mut dcs, 20).await;
     dc.wait_open().await.expect("open");
     let mut dc_events = dc.events();
     browser
@@ -187,7 +183,7 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     .expect("the browser re-joins");
     let mut dcs = back.on_data_channel();
     wait_connected(&back, 30).await;
-    let dc2 = p2p_channel(&mut dcs, 30).await;
+    let dc2 = common::interop::meshcall_channel(&back, &mut dcs, 30).await;
     dc2.wait_open().await.expect("open again");
     let mut ev2 = dc2.events();
     browser

@@ -50,11 +50,9 @@ async fn rust_and_official_python_sdk_interoperate() {
 
     let t0 = Instant::now();
     let mut py = python_peer(&origin, &token("python", "Python"), "interop", "Python");
-    py.expect("python joined", 30, |v| v["event"] == "joined")
-        .await;
 
     // Presence both ways, with names.
-    let remote = tokio::time::timeout(Duration::from_secs(10), joined.next_item())
+    let remote = tokio::time::timeout(Duration::from_secs(60), joined.next_item())
         .await
         .expect("python appears")
         .expect("peer");
@@ -62,6 +60,8 @@ async fn rust_and_official_python_sdk_interoperate() {
     // Subscribe at once: the stream can arrive before the other process reports anything.
     let mut streams = remote.on_stream_added();
     let mut channels = remote.on_data_channel();
+    py.expect("python joined", 30, |v| v["event"] == "joined")
+        .await;
     assert_eq!(
         remote.metadata().and_then(|m| m.get("username").cloned()),
         Some(json!("Python"))
@@ -74,7 +74,15 @@ async fn rust_and_official_python_sdk_interoperate() {
     assert_eq!(pj["metadata"]["username"], "Rust");
 
     // The Python camera arrives with its metadata, and RTP flows.
-    let stream = tokio::time::timeout(Duration::from_secs(20), streams.next_item())
+    // Prefer a stream that is already live (it may have arrived before we subscribed).
+    let live = remote.current_streams().into_iter().next();
+    let stream = async {
+        match live {
+            Some(s) => Some(s),
+            None => streams.next_item().await,
+        }
+    };
+    let stream = tokio::time::timeout(Duration::from_secs(20), stream)
         .await
         .expect("python's camera stream arrives")
         .expect("stream");
@@ -105,10 +113,7 @@ async fn rust_and_official_python_sdk_interoperate() {
     );
 
     // P2P: python opens "meshcall" and sends {"p2p_seq":n}; we answer on it.
-    let dc = tokio::time::timeout(Duration::from_secs(20), channels.next_item())
-        .await
-        .expect("python's data channel")
-        .expect("dc");
+    let dc = common::interop::meshcall_channel(&remote, &mut channels, 20).await;
     assert_eq!(dc.label(), "meshcall");
     let mut dc_events = dc.events();
     text_containing(&mut dc_events, "p2p_seq", 10).await;
@@ -175,10 +180,7 @@ async fn rust_and_official_python_sdk_interoperate() {
     .await
     .expect("python re-joins");
     let mut channels = back.on_data_channel();
-    let dc2 = tokio::time::timeout(Duration::from_secs(30), channels.next_item())
-        .await
-        .expect("a new data channel after the reconnect")
-        .expect("dc");
+    let dc2 = common::interop::meshcall_channel(&back, &mut channels, 30).await;
     let mut ev2 = dc2.events();
     text_containing(&mut ev2, "p2p_seq", 15).await;
     assert_eq!(back.state(), PeerConnectionState::Connected);

@@ -161,6 +161,8 @@ pub(crate) struct RemoteInner {
     closed: AtomicBool,
     meta: Mutex<MetaCache>,
     streams: Mutex<StreamAccounting>,
+    /// Data channels the remote opened on the current connection (cleared on swap and close).
+    channels: Mutex<Vec<DataChannel>>,
     pub(crate) ev: Emitters,
     /// Every connection generation reports here.
     pub(crate) conn_events: mpsc::Sender<(u64, ConnEvent)>,
@@ -213,6 +215,7 @@ impl RemotePeer {
                 map: HashMap::new(),
             }),
             streams: Mutex::new(StreamAccounting::default()),
+            channels: Mutex::new(Vec::new()),
             ev: Emitters {
                 state: Emitter::new(capacity),
                 tracks: Emitter::new(capacity),
@@ -301,6 +304,32 @@ impl RemotePeer {
         }
     }
 
+    /// The streams live right now (this connection generation), for a subscriber that came late
+    /// (e.g. a UI re-binding tiles): `on_stream_added` only reports what happens after it.
+    pub fn current_streams(&self) -> Vec<RemoteStreamEvent> {
+        let Ok(acc) = self.inner.streams.lock() else {
+            return Vec::new();
+        };
+        acc.tracks
+            .iter()
+            .map(|(sid, tracks)| RemoteStreamEvent {
+                stream_id: sid.clone(),
+                metadata: tracks.iter().find_map(|t| t.metadata.clone()),
+                tracks: tracks.clone(),
+            })
+            .collect()
+    }
+
+    /// Data channels the remote opened on the current connection, for a subscriber that came
+    /// late: `on_data_channel` only reports what happens after it.
+    pub fn current_data_channels(&self) -> Vec<DataChannel> {
+        self.inner
+            .channels
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
     pub fn state_changes(&self) -> EventStream<StateChange<PeerConnectionState>> {
         self.inner.ev.state.subscribe()
     }
@@ -366,6 +395,9 @@ impl RemotePeer {
         self.inner
             .generation
             .store(handle.generation, Ordering::SeqCst);
+        if let Ok(mut c) = self.inner.channels.lock() {
+            c.clear();
+        }
         if let Ok(mut s) = self.inner.streams.lock() {
             *s = StreamAccounting {
                 generation: handle.generation,
@@ -428,6 +460,9 @@ impl RemotePeer {
             m.map.clear();
             m.order.clear();
         }
+        if let Ok(mut c) = self.inner.channels.lock() {
+            c.clear();
+        }
         self.set_state(PeerConnectionState::Closed);
         if let Some(h) = self.inner.conn.lock().ok().and_then(|mut c| c.take()) {
             tokio::spawn(async move {
@@ -453,6 +488,9 @@ impl RemotePeer {
                 }
                 ConnEvent::DataChannel(raw) => {
                     let dc = DataChannel::wrap(raw).await;
+                    if let Ok(mut c) = self.inner.channels.lock() {
+                        c.push(dc.clone());
+                    }
                     self.inner.ev.data_channels.emit(dc);
                 }
                 ConnEvent::Track { track, msid, mid } => {

@@ -172,3 +172,33 @@ pub async fn rust_side_drop_keeps_the_remote_peer(
     text_containing(&mut events, needle, 15).await;
     wait_connected(&after, 15).await;
 }
+
+/// The data channel "meshcall" the other side opens on `remote`: one already open on the current
+/// connection, or the next one announced on `dcs` (subscribe before it can arrive).
+pub async fn meshcall_channel(
+    remote: &RemotePeer,
+    dcs: &mut meshcall::peer::EventStream<meshcall::peer::DataChannel>,
+    secs: u64,
+) -> meshcall::peer::DataChannel {
+    let live = remote
+        .current_data_channels()
+        .into_iter()
+        .find(|d| d.label() == "meshcall");
+    let dc = tokio::time::timeout(Duration::from_secs(secs), async {
+        match live {
+            Some(d) => Some(d),
+            None => loop {
+                match dcs.next_item().await {
+                    Some(d) if d.label() == "meshcall" => break Some(d),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            },
+        }
+    })
+    .await
+    .expect("the other side's data channel \"meshcall\"")
+    .expect("dc");
+    assert_eq!(dc.label(), "meshcall");
+    dc
+}
