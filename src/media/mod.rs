@@ -13,6 +13,7 @@
 pub mod audio;
 pub mod frame;
 pub mod h264;
+pub mod source;
 pub mod stamp;
 pub mod synthetic;
 
@@ -26,4 +27,17 @@ pub enum MediaError {
     H264(String),
     #[error("Opus codec: {0}")]
     Opus(String),
+    /// No such device, or none at all (these machines have no camera or sound card). The app
+    /// offers the synthetic sources instead.
+    #[error("{kind} not available: {detail}")]
+    NoDevice { kind: &'static str, detail: String },
+    /// The device stopped delivering (unplugged, no frame for 2 s).
+    #[error("{kind} stopped delivering: {detail}")]
+    DeviceLost { kind: &'static str, detail: String },
+    /// The device exists but failed (busy, unsupported format, backend error).
+    #[error("{kind} failed: {detail}")]
+    Device { kind: &'static str, detail: String },
+    /// The pipeline or source was stopped.
+    #[error("media pipeline stopped")]
+    Stopped,
 }
