@@ -33,6 +33,16 @@ impl Default for EncoderSettings {
 pub struct H264Encoder {
     inner: Encoder,
     force_key: bool,
+    bitrate_bps: u32,
+}
+
+/// One encoded access unit.
+#[derive(Debug, Clone)]
+pub struct EncodedAu {
+    /// Annex-B bytes; empty when the rate control skipped the frame.
+    pub data: Vec<u8>,
+    /// An IDR (a receiver can start decoding here).
+    pub keyframe: bool,
 }
 
 fn h264_err(e: impl std::fmt::Display) -> MediaError {
@@ -52,7 +62,39 @@ impl H264Encoder {
         Ok(H264Encoder {
             inner,
             force_key: true,
+            bitrate_bps: settings.bitrate_bps,
         })
+    }
+
+    /// The rate control's current target.
+    pub fn bitrate_bps(&self) -> u32 {
+        self.bitrate_bps
+    }
+
+    /// Retargets the rate control without a new keyframe (bitrate adaptation).
+    pub fn set_bitrate(&mut self, bps: u32) -> Result<(), MediaError> {
+        let bps = bps.clamp(50_000, 20_000_000);
+        if bps == self.bitrate_bps {
+            return Ok(());
+        }
+        let mut info = openh264_sys2::SBitrateInfo {
+            iLayer: openh264_sys2::SPATIAL_LAYER_ALL,
+            iBitrate: bps as i32,
+        };
+        // SAFETY: the encoder is initialised (constructed by `with_api_config`), and
+        // ENCODER_OPTION_BITRATE takes a pointer to an SBitrateInfo that outlives the call. The
+        // option only retargets rate control; it changes nothing the wrapper relies on.
+        let rc = unsafe {
+            self.inner.raw_api().set_option(
+                openh264_sys2::ENCODER_OPTION_BITRATE,
+                (&mut info as *mut openh264_sys2::SBitrateInfo).cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(MediaError::H264(format!("set bitrate failed ({rc})")));
+        }
+        self.bitrate_bps = bps;
+        Ok(())
     }
 
     /// The next encoded frame to produce is a keyframe (PLI/FIR from a receiver, a new peer).
@@ -62,11 +104,20 @@ impl H264Encoder {
 
     /// Encodes one frame into an Annex-B access unit (empty when the rate control skipped it).
     pub fn encode(&mut self, frame: &I420Frame) -> Result<Vec<u8>, MediaError> {
+        self.encode_au(frame).map(|au| au.data)
+    }
+
+    /// [`Self::encode`] that also says whether the unit is a keyframe.
+    pub fn encode_au(&mut self, frame: &I420Frame) -> Result<EncodedAu, MediaError> {
         if std::mem::take(&mut self.force_key) {
             self.inner.force_intra_frame();
         }
         let bitstream = self.inner.encode(frame).map_err(h264_err)?;
-        Ok(bitstream.to_vec())
+        let keyframe = matches!(bitstream.frame_type(), openh264::encoder::FrameType::IDR);
+        Ok(EncodedAu {
+            data: bitstream.to_vec(),
+            keyframe,
+        })
     }
 }
 
@@ -153,13 +204,43 @@ mod tests {
     }
 
     #[test]
+    fn bitrate_can_be_retargeted_while_encoding() {
+        let mut src = SyntheticVideo::new(640, 480).expect("source");
+        let mut enc = H264Encoder::new(EncoderSettings {
+            bitrate_bps: 2_000_000,
+            fps: 30.0,
+        })
+        .expect("encoder");
+        let mut bytes = |enc: &mut H264Encoder, from: u64| -> usize {
+            (from..from + 60)
+                .map(|i| {
+                    let mut f = src.next_frame(i * 33_333);
+                    // camera-like noise so the rate control has something to spend bits on
+                    for (k, p) in f.y.iter_mut().enumerate() {
+                        *p = p.wrapping_add(((k as u64 * 7919 + i * 104_729) % 23) as u8);
+                    }
+                    enc.encode(&f).expect("encode").len()
+                })
+                .sum()
+        };
+        let high = bytes(&mut enc, 0);
+        enc.set_bitrate(200_000).expect("retarget");
+        assert_eq!(enc.bitrate_bps(), 200_000);
+        let _settle = bytes(&mut enc, 60);
+        let low = bytes(&mut enc, 120);
+        assert!(low * 3 < high, "2 Mbit/s: {high} B, 200 kbit/s: {low} B");
+    }
+
+    #[test]
     fn keyframe_on_request_and_garbage_input_is_an_error() {
         let mut src = SyntheticVideo::new(640, 480).expect("source");
         let mut enc = H264Encoder::new(EncoderSettings::default()).expect("encoder");
         let first = enc.encode(&src.next_frame(0)).expect("encode");
         let second = enc.encode(&src.next_frame(1)).expect("encode");
         enc.request_keyframe();
-        let third = enc.encode(&src.next_frame(2)).expect("encode");
+        let third_au = enc.encode_au(&src.next_frame(2)).expect("encode");
+        assert!(third_au.keyframe);
+        let third = third_au.data;
         // An IDR access unit is far larger than a P-frame of a slowly moving pattern.
         assert!(
             third.len() > second.len() * 2,

@@ -10,11 +10,16 @@
 //!
 //! Capture devices, the send/receive pipelines and playout are still to come.
 
+pub mod assembler;
 pub mod audio;
 pub mod frame;
 pub mod h264;
+pub mod rate;
+pub mod receive;
+pub mod send;
 pub mod source;
 pub mod stamp;
+pub mod stats;
 pub mod synthetic;
 
 use thiserror::Error;

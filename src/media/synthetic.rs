@@ -109,6 +109,66 @@ impl SyntheticAudio {
     }
 }
 
+/// The synthetic camera: the moving pattern paced at `fps` on the media clock.
+pub struct SyntheticVideoSource {
+    inner: SyntheticVideo,
+    interval: std::time::Duration,
+    next: Option<std::time::Instant>,
+    name: String,
+}
+
+impl SyntheticVideoSource {
+    pub fn new(width: usize, height: usize, fps: f32) -> Result<SyntheticVideoSource, MediaError> {
+        Ok(SyntheticVideoSource {
+            inner: SyntheticVideo::new(width, height)?,
+            interval: std::time::Duration::from_secs_f32(1.0 / fps.clamp(1.0, 120.0)),
+            next: None,
+            name: format!("Test pattern ({width}×{height})"),
+        })
+    }
+}
+
+/// Sleeps until the next tick of a fixed cadence; after a stall it restarts the cadence rather
+/// than bursting to catch up.
+fn pace(next: &mut Option<std::time::Instant>, interval: std::time::Duration) {
+    let now = std::time::Instant::now();
+    match *next {
+        Some(t) if t > now => {
+            std::thread::sleep(t - now);
+            *next = Some(t + interval);
+        }
+        Some(t) if now - t < interval => *next = Some(t + interval),
+        _ => *next = Some(now + interval),
+    }
+}
+
+impl super::source::VideoSource for SyntheticVideoSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+        pace(&mut self.next, self.interval);
+        Ok(self.inner.next_frame(super::source::media_clock_us()))
+    }
+}
+
+/// The synthetic microphone paced in real time (20 ms frames).
+#[derive(Default)]
+pub struct SyntheticAudioSource {
+    inner: SyntheticAudio,
+    next: Option<std::time::Instant>,
+}
+
+impl super::source::AudioSource for SyntheticAudioSource {
+    fn name(&self) -> &str {
+        "Test tone (440 Hz, beep every second)"
+    }
+    fn next_frame(&mut self) -> Result<Vec<f32>, MediaError> {
+        pace(&mut self.next, std::time::Duration::from_millis(20));
+        Ok(self.inner.next_samples(super::source::AUDIO_FRAME))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +194,21 @@ mod tests {
             })
         );
         assert!(SyntheticVideo::new(641, 480).is_err());
+    }
+
+    #[test]
+    fn paced_sources_keep_their_cadence() {
+        use crate::media::source::{AudioSource, VideoSource};
+        let mut v = SyntheticVideoSource::new(320, 240, 50.0).expect("source");
+        let t0 = std::time::Instant::now();
+        let stamps: Vec<u64> = (0..10)
+            .map(|_| v.next_frame().expect("frame").capture_us)
+            .collect();
+        let took = t0.elapsed();
+        assert!(took >= std::time::Duration::from_millis(170), "{took:?}");
+        assert!(stamps.windows(2).all(|w| w[1] > w[0]));
+        let mut a = SyntheticAudioSource::default();
+        assert_eq!(a.next_frame().expect("audio").len(), 960);
     }
 
     #[test]

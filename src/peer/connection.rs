@@ -6,13 +6,20 @@
 //! the WebRTC driver task, which must never block). Decisions come from the pure cores in
 //! [`super::negotiation`] and [`super::ladder`]; this file does the IO.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
+use rtc::interceptor::{
+    Attribute, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket,
+};
 use rtc::peer_connection::configuration::RTCOfferOptions;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -25,6 +32,7 @@ use webrtc::peer_connection::{
     RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
     Registry, SettingEngineBuilder, register_default_interceptors,
 };
+use webrtc::rtp_transceiver::RtpSender;
 
 use super::error::{PeerError, scrub};
 use super::ladder::{IceLadder, LadderAction};
@@ -54,7 +62,7 @@ pub(crate) enum Command {
     },
     AddTrack {
         track: Arc<dyn TrackLocal>,
-        reply: oneshot::Sender<Result<(), PeerError>>,
+        reply: oneshot::Sender<Result<Arc<dyn RtpSender>, PeerError>>,
     },
     RemoveTrack {
         track_id: String,
@@ -64,7 +72,7 @@ pub(crate) enum Command {
     ReplaceTrack {
         old_track_id: String,
         track: Arc<dyn TrackLocal>,
-        reply: oneshot::Sender<Result<(), PeerError>>,
+        reply: oneshot::Sender<Result<Arc<dyn RtpSender>, PeerError>>,
     },
     /// Troubleshooting / app-requested in-place ICE restart.
     RestartIce,
@@ -192,6 +200,60 @@ impl PeerConnectionEventHandler for Forwarder {
     }
 }
 
+/// Where the keyframe tap sits in the interceptor chain: past every built-in slot, so it sees
+/// inbound RTCP after the NACK/report interceptors have taken what they need.
+const KEYFRAME_TAP_SLOT: usize = 14_000;
+
+/// Marks inbound PLI/FIR packets for delivery to the application. webrtc-rs 0.21 swallows all
+/// RTCP at the end of the chain otherwise, so a sender would never learn that a receiver needs a
+/// keyframe (research: webrtc-0.21.md §6). The marked packets arrive on the local track's
+/// `poll()` as `TrackLocalEvent::OnRtcpPacket`.
+#[derive(Default)]
+struct KeyframeTap {
+    read: VecDeque<TaggedPacket>,
+    write: VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet
+            && packets.iter().any(|p| {
+                p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+            })
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeTap {
+    fn bind_local_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
+}
+
 fn rtc_err(e: impl std::fmt::Display) -> PeerError {
     PeerError::WebRtc(scrub(&e.to_string()))
 }
@@ -216,7 +278,9 @@ async fn build_pc(
         .build();
     let mut me = MediaEngine::default();
     me.register_default_codecs().map_err(rtc_err)?;
-    let registry = register_default_interceptors(Registry::new(), &mut me).map_err(rtc_err)?;
+    let registry = register_default_interceptors(Registry::new(), &mut me)
+        .map_err(rtc_err)?
+        .with(Slot::from(KEYFRAME_TAP_SLOT), KeyframeTap::default());
     let servers: Vec<RTCIceServer> = ice_servers
         .iter()
         .map(|s| RTCIceServer {
@@ -383,7 +447,7 @@ impl Actor {
                 }
             }
             Command::AddTrack { track, reply } => {
-                let r = self.pc.add_track(track).await.map(|_| ()).map_err(rtc_err);
+                let r = self.pc.add_track(track).await.map_err(rtc_err);
                 let ok = r.is_ok();
                 let _ = reply.send(r);
                 if ok {
@@ -411,16 +475,17 @@ impl Actor {
                 // webrtc-rs 0.21's RtpSender::replace_track swaps the core's track but keeps
                 // the old TrackLocal bound (writes to the new one never leave), so replace by
                 // remove + add, at the cost of one renegotiation.
-                let mut result = Err(PeerError::InvalidArgs("no sender carries that track"));
+                let mut removed = Err(PeerError::InvalidArgs("no sender carries that track"));
                 for sender in self.pc.get_senders().await {
                     if *sender.track().track_id().await == old_track_id {
-                        result = self.pc.remove_track(&sender).await.map_err(rtc_err);
+                        removed = self.pc.remove_track(&sender).await.map_err(rtc_err);
                         break;
                     }
                 }
-                if result.is_ok() {
-                    result = self.pc.add_track(track).await.map(|_| ()).map_err(rtc_err);
-                }
+                let result = match removed {
+                    Ok(()) => self.pc.add_track(track).await.map_err(rtc_err),
+                    Err(e) => Err(e),
+                };
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {

@@ -17,6 +17,7 @@ use webrtc::media_stream::track_local::TrackLocal;
 use super::connection::{self, Command, ConnectionParams, InboundSignal};
 use super::error::{PeerError, PeerEventError, scrub};
 use super::events::{Emitter, EventStream};
+use super::local_media::{FixedTrack, LocalMedia};
 use super::negotiation::is_polite;
 use super::reconcile;
 use super::remote_peer::RemotePeer;
@@ -89,7 +90,7 @@ const FATAL_ERROR_CODES: [&str; 5] = [
 const FATAL_CLOSE_CODES: [u16; 5] = [4001, 4002, 4003, 4012, 4020];
 
 struct LocalTrack {
-    track: Arc<dyn TrackLocal>,
+    media: Arc<dyn LocalMedia>,
     track_id: String,
     kind: String,
     stream_id: Option<String>,
@@ -355,10 +356,22 @@ impl MeteredPeer {
     }
 
     /// Adds a local track for every current and future peer. `metadata` (e.g.
-    /// `{"role":"screen"}`) is sent to each peer before the track's media (K6).
+    /// `{"role":"screen"}`) is sent to each peer before the track's media (K6). A raw
+    /// `TrackLocal` binds to one connection at a time; for a mesh use [`Self::add_media`] with
+    /// the media layer's senders.
     pub async fn add_track(
         &self,
         track: Arc<dyn TrackLocal>,
+        metadata: Option<Value>,
+    ) -> Result<(), PeerError> {
+        self.add_media(Arc::new(FixedTrack::new(track).await), metadata)
+            .await
+    }
+
+    /// Adds a local track that hands out one leg per connection (one encoder for all peers).
+    pub async fn add_media(
+        &self,
+        media: Arc<dyn LocalMedia>,
         metadata: Option<Value>,
     ) -> Result<(), PeerError> {
         if matches!(
@@ -372,12 +385,7 @@ impl MeteredPeer {
                 "track metadata must be a JSON object",
             ));
         }
-        let track_id = track.track_id().await.to_string();
-        let stream_id = {
-            let s = track.stream_id().await.to_string();
-            (!s.is_empty()).then_some(s)
-        };
-        let kind = track.kind().await.to_string().to_lowercase();
+        let track_id = media.track_id();
         {
             let tracks = lock(&self.inner.local_tracks);
             if tracks.iter().any(|t| t.track_id == track_id) {
@@ -385,10 +393,10 @@ impl MeteredPeer {
             }
         }
         let entry = LocalTrack {
-            track: track.clone(),
+            media: media.clone(),
             track_id,
-            kind,
-            stream_id,
+            kind: media.kind(),
+            stream_id: media.stream_id(),
             metadata,
         };
         let meta_msg = entry.metadata.as_ref().map(|_| self.meta_message(&entry));
@@ -405,7 +413,7 @@ impl MeteredPeer {
                 if let Some(m) = &meta_msg {
                     let _ = self.inner.client.send(p.id(), m.clone()).await;
                 }
-                attach(&p, track.clone()).await;
+                attach(&p, &media).await;
             }
         }
         Ok(())
@@ -433,6 +441,16 @@ impl MeteredPeer {
         old_track_id: &str,
         track: Arc<dyn TrackLocal>,
     ) -> Result<(), PeerError> {
+        self.replace_media(old_track_id, Arc::new(FixedTrack::new(track).await))
+            .await
+    }
+
+    /// [`Self::replace_track`] for a [`LocalMedia`] (one leg per connection).
+    pub async fn replace_media(
+        &self,
+        old_track_id: &str,
+        media: Arc<dyn LocalMedia>,
+    ) -> Result<(), PeerError> {
         if matches!(
             self.state(),
             MeteredPeerState::Reconnecting | MeteredPeerState::Leaving | MeteredPeerState::Closed
@@ -447,7 +465,7 @@ impl MeteredPeer {
         else {
             return Err(PeerError::InvalidArgs("unknown track"));
         };
-        let new_id = track.track_id().await.to_string();
+        let new_id = media.track_id();
         let (meta, kind, stream_id) = {
             let tracks = lock(&self.inner.local_tracks);
             let Some(e) = tracks.get(idx) else {
@@ -468,14 +486,22 @@ impl MeteredPeer {
                 });
                 let _ = self.inner.client.send(p.id(), set).await;
             }
+            let leg = match media.new_leg(&p) {
+                Ok(leg) => leg,
+                Err(e) => {
+                    failed.push((p.id().to_string(), e.to_string()));
+                    continue;
+                }
+            };
             let (reply, rx) = oneshot::channel();
             let sent = h.command(Command::ReplaceTrack {
                 old_track_id: old_track_id.to_string(),
-                track: track.clone(),
+                track: leg.track,
                 reply,
             });
             match (sent, rx.await) {
-                (true, Ok(Ok(()))) => {
+                (true, Ok(Ok(sender))) => {
+                    (leg.on_attached)(sender, p.clone());
                     succeeded.push(p.id().to_string());
                     if meta.is_some() {
                         let clear = track_meta_json(&TrackMeta {
@@ -494,7 +520,7 @@ impl MeteredPeer {
         if succeeded.len() + failed.len() == 0 || !succeeded.is_empty() {
             let mut tracks = lock(&self.inner.local_tracks);
             if let Some(entry) = tracks.get_mut(idx) {
-                entry.track = track.clone();
+                entry.media = media.clone();
                 entry.track_id = new_id.clone();
             }
         }
@@ -770,11 +796,11 @@ impl MeteredPeer {
         if let Some(old) = peer.install(handle) {
             tokio::spawn(async move { old.close().await });
         }
-        let tracks: Vec<(Arc<dyn TrackLocal>, Option<Value>)> = lock(&self.inner.local_tracks)
+        let tracks: Vec<(Arc<dyn LocalMedia>, Option<Value>)> = lock(&self.inner.local_tracks)
             .iter()
             .map(|t| {
                 (
-                    t.track.clone(),
+                    t.media.clone(),
                     t.metadata.as_ref().map(|_| self.meta_message(t)),
                 )
             })
@@ -785,7 +811,7 @@ impl MeteredPeer {
             if let Some(m) = meta {
                 let _ = sig_meta.send(m).await;
             }
-            attach(peer, track).await;
+            attach(peer, &track).await;
         }
         Ok(())
     }
@@ -915,12 +941,25 @@ impl MeteredPeer {
     }
 }
 
-async fn attach(peer: &RemotePeer, track: Arc<dyn TrackLocal>) {
+async fn attach(peer: &RemotePeer, media: &Arc<dyn LocalMedia>) {
     let Some(h) = peer.handle() else { return };
+    let leg = match media.new_leg(peer) {
+        Ok(leg) => leg,
+        Err(e) => {
+            warn!(peer = %peer.id(), error = %e, "no leg for a local track");
+            return;
+        }
+    };
     let (reply, rx) = oneshot::channel();
-    if h.command(Command::AddTrack { track, reply })
-        && let Ok(Err(e)) = rx.await
-    {
-        debug!(peer = %peer.id(), error = %e, "attaching a local track failed");
+    if !h.command(Command::AddTrack {
+        track: leg.track,
+        reply,
+    }) {
+        return;
+    }
+    match rx.await {
+        Ok(Ok(sender)) => (leg.on_attached)(sender, peer.clone()),
+        Ok(Err(e)) => debug!(peer = %peer.id(), error = %e, "attaching a local track failed"),
+        Err(_) => {}
     }
 }

@@ -10,6 +10,7 @@
 //! | [`reconcile`] | snapshot diffing after a signalling reconnect | pure |
 //! | `connection` | one PeerConnection as an actor (FIFO, generation-tagged events) | yes |
 //! | [`remote_peer`] | RemotePeer: state, streams, metadata, data channels | yes |
+//! | [`local_media`] | local tracks as one leg per connection (one encoder, many peers) | no |
 //! | [`metered_peer`] | MeteredPeer: presence-driven mesh, reconcile, local media fan-out | yes |
 //! | [`data_channel`] | DataChannel wrapper with ordered, backpressured sends | yes |
 //! | [`runtime`] | the capped-sleep webrtc runtime (M3b) | yes |
@@ -19,6 +20,7 @@ pub mod data_channel;
 pub mod error;
 pub mod events;
 pub mod ladder;
+pub mod local_media;
 pub mod metered_peer;
 pub mod negotiation;
 pub mod reconcile;
@@ -31,6 +33,7 @@ pub mod state;
 pub use data_channel::{DataChannel, DcEvent, DcMessage};
 pub use error::{PeerError, PeerEventError};
 pub use events::{Event, EventStream};
+pub use local_media::{FixedTrack, LocalMedia, MediaLeg};
 pub use metered_peer::{DataEvent, DataKind, LeftEvent, MeteredPeer, MeteredPeerState};
 pub use remote_peer::{RemotePeer, RemoteStreamEvent, RemoteTrack, RemoteTrackEvent};
 pub use settings::PeerSettings;

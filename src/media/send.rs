@@ -1,0 +1,855 @@
+//! Send pipelines (M1, issue 4 §3–4): one capture thread and one encoder per local track, the
+//! encoded samples fanned out to one leg per peer connection.
+//!
+//! ```text
+//! source thread ─ frame ─► encoder (same thread) ─ Arc<EncodedSample> ─► leg queue (8) ─► leg task ─► TrackLocalStaticSample
+//!                                   ▲                                     (one per connection)
+//!                                   └──── keyframe request (PLI/FIR, new leg, overflow) ◄──┘
+//! ```
+//!
+//! Why this shape: webrtc-rs binds a track to one connection, so each connection gets its own
+//! `TrackLocalStaticSample` (a *leg*), but the picture is encoded once. A leg joins the fan-out
+//! only when its connection is up and the payload type is negotiated, and it then skips to the
+//! next keyframe (requested on joining): no media before the connection is up, and the first
+//! frame a peer gets is decodable. A slow connection drops whole frames from its own bounded
+//! queue and waits for a keyframe; it never stalls the encoder or the other peers.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::peer_connection::RTCStatsReportEntry;
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::MediaError;
+use super::audio::OpusEncoder;
+use super::frame::I420Frame;
+use super::h264::{self, EncoderSettings, H264Encoder};
+use super::rate::{RateController, RateDecision};
+use super::source::{AUDIO_FRAME, AudioSource, VideoSource, media_instant};
+use super::stats::SendStats;
+use crate::peer::error::PeerError;
+use crate::peer::local_media::{LocalMedia, MediaLeg};
+use crate::peer::remote_peer::RemotePeer;
+use crate::peer::state::PeerConnectionState;
+
+/// Encoded frames buffered per leg before it starts dropping (≈ 260 ms of video).
+const LEG_QUEUE: usize = 8;
+/// How often a leg reads its sender's stats (loss, RTT, bytes) for the rate controller.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// A leg gives up waiting for its connection after this long (the peer is gone or failed).
+const LEG_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One encoded frame (video access unit or 20 ms Opus packet).
+#[derive(Debug)]
+pub struct EncodedSample {
+    pub data: Bytes,
+    pub capture_us: u64,
+    pub duration: Duration,
+    pub keyframe: bool,
+}
+
+/// What identifies a local track on the wire.
+#[derive(Debug, Clone)]
+pub struct TrackSpec {
+    pub track_id: String,
+    pub stream_id: String,
+}
+
+impl TrackSpec {
+    /// A globally unique track id (webrtc-rs routes RTCP by track id; collisions misroute PLIs).
+    pub fn unique(prefix: &str, stream_id: &str) -> TrackSpec {
+        TrackSpec {
+            track_id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+            stream_id: stream_id.to_string(),
+        }
+    }
+}
+
+fn h264_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/H264".into(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: h264::FMTP.into(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn opus_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Per-leg network view, refreshed from the sender's stats every second.
+#[derive(Debug, Clone, Default)]
+struct LegReport {
+    fraction_lost: f64,
+    rtt_ms: Option<f64>,
+    bytes_sent: u64,
+}
+
+struct LegSlot {
+    id: u64,
+    tx: mpsc::Sender<Arc<EncodedSample>>,
+    /// The leg dropped a frame and must restart at a keyframe.
+    need_key: Arc<AtomicBool>,
+    report: Arc<Mutex<LegReport>>,
+}
+
+/// The shared half of a send pipeline: implements [`LocalMedia`] for the MeteredPeer and fans
+/// encoded samples out to the ready legs.
+pub struct SampleFanout {
+    spec: TrackSpec,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    legs: Mutex<Vec<LegSlot>>,
+    next_leg: AtomicU64,
+    keyframe_requested: AtomicBool,
+    /// Frames that reached at least one leg / were dropped at a full leg queue.
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    /// Set when the owner stops: legs end, no new legs start.
+    stopped: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SampleFanout {
+    fn new(spec: TrackSpec, kind: RtpCodecKind) -> Arc<SampleFanout> {
+        let codec = match kind {
+            RtpCodecKind::Audio => opus_codec(),
+            _ => h264_codec(),
+        };
+        Arc::new(SampleFanout {
+            spec,
+            kind,
+            codec,
+            legs: Mutex::new(Vec::new()),
+            next_leg: AtomicU64::new(1),
+            keyframe_requested: AtomicBool::new(true),
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Number of legs currently receiving media.
+    pub fn ready_legs(&self) -> usize {
+        lock(&self.legs).len()
+    }
+
+    /// Hands one encoded sample to every ready leg without blocking (called on the encoder
+    /// thread). A full leg drops the frame and will resume at the next keyframe.
+    fn publish(&self, sample: EncodedSample) {
+        let sample = Arc::new(sample);
+        let mut legs = lock(&self.legs);
+        let mut any = false;
+        legs.retain(|leg| match leg.tx.try_send(sample.clone()) {
+            Ok(()) => {
+                any = true;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                if !leg.need_key.swap(true, Ordering::Relaxed) {
+                    self.keyframe_requested.store(true, Ordering::Relaxed);
+                }
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if any {
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take_keyframe_request(&self) -> bool {
+        self.keyframe_requested.swap(false, Ordering::Relaxed)
+    }
+
+    /// The worst network view over the ready legs: (max loss fraction, max RTT ms).
+    fn worst_network(&self) -> (f64, Option<f64>, u64) {
+        let legs = lock(&self.legs);
+        let mut loss: f64 = 0.0;
+        let mut rtt: Option<f64> = None;
+        let mut bytes = 0;
+        for leg in legs.iter() {
+            let r = lock(&leg.report);
+            loss = loss.max(r.fraction_lost);
+            if let Some(x) = r.rtt_ms {
+                rtt = Some(rtt.map_or(x, |y: f64| y.max(x)));
+            }
+            bytes += r.bytes_sent;
+        }
+        (loss, rtt, bytes)
+    }
+
+    fn new_track(&self) -> Result<(Arc<TrackLocalStaticSample>, u32), PeerError> {
+        let ssrc = rand::random::<u32>();
+        let track = TrackLocalStaticSample::new(
+            Instant::now(),
+            MediaStreamTrack::new(
+                self.spec.stream_id.clone(),
+                self.spec.track_id.clone(),
+                self.spec.track_id.clone(),
+                self.kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: self.codec.clone(),
+                    ..Default::default()
+                }],
+            ),
+        )
+        .map_err(|e| PeerError::WebRtc(e.to_string()))?;
+        Ok((Arc::new(track), ssrc))
+    }
+}
+
+/// `LocalMedia` over a fan-out; holds it weakly so a stopped pipeline frees its encoder.
+struct FanoutMedia(Weak<SampleFanout>, TrackSpec, RtpCodecKind);
+
+impl LocalMedia for FanoutMedia {
+    fn track_id(&self) -> String {
+        self.1.track_id.clone()
+    }
+    fn stream_id(&self) -> Option<String> {
+        Some(self.1.stream_id.clone())
+    }
+    fn kind(&self) -> String {
+        match self.2 {
+            RtpCodecKind::Audio => "audio".into(),
+            _ => "video".into(),
+        }
+    }
+    fn new_leg(&self, peer: &RemotePeer) -> Result<MediaLeg, PeerError> {
+        let fanout = self
+            .0
+            .upgrade()
+            .ok_or(PeerError::InvalidState("the local track was stopped"))?;
+        if fanout.stopped.load(Ordering::Relaxed) {
+            return Err(PeerError::InvalidState("the local track was stopped"));
+        }
+        let (track, ssrc) = fanout.new_track()?;
+        let (attached_tx, attached_rx) = oneshot::channel();
+        let leg_track = track.clone();
+        let weak = self.0.clone();
+        let peer_id = peer.id().to_string();
+        tokio::spawn(async move {
+            run_leg(weak, leg_track, ssrc, attached_rx, peer_id).await;
+        });
+        Ok(MediaLeg {
+            track: track as Arc<dyn TrackLocal>,
+            on_attached: Box::new(move |sender, peer| {
+                let _ = attached_tx.send((sender, peer));
+            }),
+        })
+    }
+}
+
+/// The payload type the connection negotiated for `codec` (mime and, for H.264, the
+/// packetization mode and profile must agree; do not just take the first codec).
+async fn negotiated_pt(sender: &Arc<dyn RtpSender>, codec: &RTCRtpCodec) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
+        c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type)
+    };
+    let fmtp_ok = |f: &str| {
+        !codec.mime_type.eq_ignore_ascii_case("video/H264")
+            || (f.contains("packetization-mode=1")
+                && (f.contains("profile-level-id=42e01f") || f.contains("profile-level-id=42001f")))
+    };
+    params
+        .rtp_parameters
+        .codecs
+        .iter()
+        .filter(same_mime)
+        .find(|c| fmtp_ok(&c.rtp_codec.sdp_fmtp_line))
+        .map(|c| c.payload_type)
+}
+
+/// One connection's leg: waits until the connection is up and the codec negotiated, joins the
+/// fan-out, then writes samples (from a keyframe on), forwards PLI/FIR, and reads stats.
+async fn run_leg(
+    fanout: Weak<SampleFanout>,
+    track: Arc<TrackLocalStaticSample>,
+    ssrc: u32,
+    attached: oneshot::Receiver<(Arc<dyn RtpSender>, RemotePeer)>,
+    peer_id: String,
+) {
+    let Ok((sender, peer)) = attached.await else {
+        return;
+    };
+    let Some(codec) = fanout.upgrade().map(|f| f.codec.clone()) else {
+        return;
+    };
+    // 1. Wait for the connection and the negotiated payload type (polling: both change on
+    //    the driver task; 20 ms keeps join → first frame short without spinning).
+    let deadline = Instant::now() + LEG_READY_TIMEOUT;
+    let pt = loop {
+        if matches!(peer.state(), PeerConnectionState::Closed) || Instant::now() > deadline {
+            debug!(peer = %peer_id, "leg gave up before the connection came up");
+            return;
+        }
+        if fanout
+            .upgrade()
+            .is_none_or(|f| f.stopped.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        if peer.state() == PeerConnectionState::Connected
+            && let Some(pt) = negotiated_pt(&sender, &codec).await
+        {
+            break pt;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // 2. Join the fan-out and ask for a keyframe.
+    let (tx, mut rx) = mpsc::channel::<Arc<EncodedSample>>(LEG_QUEUE);
+    let need_key = Arc::new(AtomicBool::new(true));
+    let report = Arc::new(Mutex::new(LegReport::default()));
+    let leg_id = {
+        let Some(f) = fanout.upgrade() else { return };
+        let id = f.next_leg.fetch_add(1, Ordering::Relaxed);
+        lock(&f.legs).push(LegSlot {
+            id,
+            tx,
+            need_key: need_key.clone(),
+            report: report.clone(),
+        });
+        f.keyframe_requested.store(true, Ordering::Relaxed);
+        id
+    };
+    debug!(peer = %peer_id, pt, ssrc, "leg joined the fan-out");
+    let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
+    let is_video = codec.clock_rate == 90_000;
+    loop {
+        tokio::select! {
+            sample = rx.recv() => {
+                let Some(sample) = sample else { break };
+                if need_key.load(Ordering::Relaxed) {
+                    if is_video && !sample.keyframe {
+                        continue;
+                    }
+                    need_key.store(false, Ordering::Relaxed);
+                }
+                let s = rtc::media::Sample {
+                    data: sample.data.clone(),
+                    duration: sample.duration,
+                    ..rtc::media::Sample::new(media_instant(sample.capture_us))
+                };
+                if let Err(e) = track.sample_writer(ssrc, pt).write_sample(&s).await {
+                    debug!(peer = %peer_id, error = %e, "leg write failed; leaving the fan-out");
+                    break;
+                }
+            }
+            ev = track.poll() => match ev {
+                Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                    if packets.iter().any(|p| {
+                        p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
+                    }) && let Some(f) = fanout.upgrade() {
+                        f.keyframe_requested.store(true, Ordering::Relaxed);
+                    }
+                }
+                Some(_) => {}
+                None => break, // unbound: the connection was replaced or closed
+            },
+            _ = stats_tick.tick() => {
+                if let Ok(rep) = sender.get_stats(Instant::now()).await {
+                    let mut r = lock(&report);
+                    for e in rep.iter() {
+                        match e {
+                            RTCStatsReportEntry::OutboundRtp(o) => {
+                                r.bytes_sent = o.sent_rtp_stream_stats.bytes_sent;
+                            }
+                            RTCStatsReportEntry::RemoteInboundRtp(ri) => {
+                                r.fraction_lost = ri.fraction_lost.clamp(0.0, 1.0);
+                            }
+                            RTCStatsReportEntry::IceCandidatePair(cp)
+                                if cp.current_round_trip_time > 0.0 => {
+                                r.rtt_ms = Some(cp.current_round_trip_time * 1000.0);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if fanout.upgrade().is_none_or(|f| f.stopped.load(Ordering::Relaxed)) {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(f) = fanout.upgrade() {
+        lock(&f.legs).retain(|l| l.id != leg_id);
+    }
+    debug!(peer = %peer_id, "leg ended");
+}
+
+/// Settings of a video send pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct VideoSendSettings {
+    pub encoder: EncoderSettings,
+    /// Lowest bitrate the rate controller may choose.
+    pub min_bitrate_bps: u32,
+}
+
+impl Default for VideoSendSettings {
+    fn default() -> Self {
+        VideoSendSettings {
+            encoder: EncoderSettings::default(),
+            min_bitrate_bps: 150_000,
+        }
+    }
+}
+
+/// A running video send pipeline: capture + encode thread and its fan-out.
+pub struct VideoSender {
+    fanout: Arc<SampleFanout>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<SendStats>>,
+    thread: Option<JoinHandle<()>>,
+    /// Paused (camera off): frames are still captured but not encoded or sent.
+    paused: Arc<AtomicBool>,
+}
+
+impl VideoSender {
+    /// Starts capturing from `source` and encoding at the configured bitrate.
+    pub fn start(
+        source: Box<dyn VideoSource>,
+        spec: TrackSpec,
+        settings: VideoSendSettings,
+    ) -> Result<VideoSender, MediaError> {
+        let encoder = H264Encoder::new(settings.encoder)?;
+        let fanout = SampleFanout::new(spec, RtpCodecKind::Video);
+        let stop = Arc::new(AtomicBool::new(false));
+        let paused = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(SendStats::default()));
+        let rate = RateController::new(
+            settings.min_bitrate_bps,
+            settings.encoder.bitrate_bps,
+            settings.encoder.fps,
+        );
+        let ctx = VideoLoop {
+            source,
+            encoder,
+            fanout: fanout.clone(),
+            stop: stop.clone(),
+            paused: paused.clone(),
+            stats: stats.clone(),
+            rate,
+            fps: settings.encoder.fps,
+        };
+        let thread = std::thread::Builder::new()
+            .name("meshcall-video-send".into())
+            .spawn(move || ctx.run())
+            .map_err(|e| MediaError::Device {
+                kind: "video encoder",
+                detail: e.to_string(),
+            })?;
+        Ok(VideoSender {
+            fanout,
+            stop,
+            stats,
+            thread: Some(thread),
+            paused,
+        })
+    }
+
+    /// What to pass to `MeteredPeer::add_media`.
+    pub fn media(&self) -> Arc<dyn LocalMedia> {
+        Arc::new(FanoutMedia(
+            Arc::downgrade(&self.fanout),
+            self.fanout.spec.clone(),
+            RtpCodecKind::Video,
+        ))
+    }
+
+    pub fn track_id(&self) -> &str {
+        &self.fanout.spec.track_id
+    }
+
+    pub fn fanout(&self) -> &SampleFanout {
+        &self.fanout
+    }
+
+    /// Camera off / on without tearing the track down.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.fanout
+                .keyframe_requested
+                .store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn stats(&self) -> SendStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Stops the thread (joins it) and ends every leg.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.fanout.stopped.store(true, Ordering::Relaxed);
+        lock(&self.fanout.legs).clear();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for VideoSender {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct VideoLoop {
+    source: Box<dyn VideoSource>,
+    encoder: H264Encoder,
+    fanout: Arc<SampleFanout>,
+    stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    stats: Arc<Mutex<SendStats>>,
+    rate: RateController,
+    fps: f32,
+}
+
+impl VideoLoop {
+    fn run(mut self) {
+        let frame_duration = Duration::from_secs_f32(1.0 / self.fps.max(1.0));
+        let mut last_report = Instant::now();
+        let mut frames_in_window = 0u32;
+        let mut skip_toggle = false;
+        let mut last_bytes = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            let frame = match self.source.next_frame() {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "video source ended");
+                    lock(&self.stats).source_error = Some(e.to_string());
+                    break;
+                }
+            };
+            let now = Instant::now();
+            if now.duration_since(last_report) >= STATS_INTERVAL {
+                let (loss, rtt, bytes) = self.fanout.worst_network();
+                let secs = now.duration_since(last_report).as_secs_f64();
+                let decision = self.rate.on_report(loss, rtt);
+                self.apply(decision);
+                let mut s = lock(&self.stats);
+                s.fps = f64::from(frames_in_window) / secs;
+                s.bitrate_bps = (bytes.saturating_sub(last_bytes) as f64 * 8.0 / secs) as u64;
+                s.target_bitrate_bps = self.encoder.bitrate_bps();
+                s.loss_fraction = loss;
+                s.rtt_ms = rtt;
+                s.peers = self.fanout.ready_legs();
+                s.scale_down = self.rate.scale_down();
+                last_bytes = bytes;
+                frames_in_window = 0;
+                last_report = now;
+            }
+            if self.paused.load(Ordering::Relaxed) || self.fanout.ready_legs() == 0 {
+                continue; // nobody to send to: do not spend a core encoding
+            }
+            // Under pressure the controller halves the frame rate (every other frame).
+            if self.rate.half_fps() {
+                skip_toggle = !skip_toggle;
+                if skip_toggle {
+                    continue;
+                }
+            }
+            let frame = if self.rate.scale_down() {
+                downscale_half(&frame)
+            } else {
+                frame
+            };
+            if self.fanout.take_keyframe_request() {
+                self.encoder.request_keyframe();
+            }
+            let started = Instant::now();
+            let au = match self.encoder.encode_au(&frame) {
+                Ok(au) => au,
+                Err(e) => {
+                    warn!(error = %e, "encode failed; skipping the frame");
+                    continue;
+                }
+            };
+            {
+                let mut s = lock(&self.stats);
+                s.frames_encoded += 1;
+                s.encode_ms_total += started.elapsed().as_secs_f64() * 1000.0;
+                s.width = frame.width as u32;
+                s.height = frame.height as u32;
+            }
+            if au.data.is_empty() {
+                continue;
+            }
+            frames_in_window += 1;
+            self.fanout.publish(EncodedSample {
+                data: Bytes::from(au.data),
+                capture_us: frame.capture_us,
+                duration: frame_duration,
+                keyframe: au.keyframe,
+            });
+        }
+    }
+
+    fn apply(&mut self, d: RateDecision) {
+        if let Some(bps) = d.bitrate_bps
+            && let Err(e) = self.encoder.set_bitrate(bps)
+        {
+            warn!(error = %e, "bitrate change refused");
+        }
+        if d.resolution_changed {
+            // The encoder re-initialises on a new size and emits an IDR by itself.
+            self.fanout
+                .keyframe_requested
+                .store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Halves both dimensions (2×2 box filter), keeping them even. Used under bandwidth pressure.
+pub fn downscale_half(f: &I420Frame) -> I420Frame {
+    let (w, h) = ((f.width / 4) * 2, (f.height / 4) * 2);
+    let Ok(mut out) = I420Frame::black(w.max(2), h.max(2)) else {
+        return f.clone();
+    };
+    let box2 = |src: &[u8], sw: usize, dst: &mut [u8], dw: usize, dh: usize| {
+        for y in 0..dh {
+            for x in 0..dw {
+                let (sx, sy) = (x * 2, y * 2);
+                let a = u32::from(src[sy * sw + sx]);
+                let b = u32::from(src[sy * sw + sx + 1]);
+                let c = u32::from(src[(sy + 1) * sw + sx]);
+                let d = u32::from(src[(sy + 1) * sw + sx + 1]);
+                dst[y * dw + x] = ((a + b + c + d + 2) / 4) as u8;
+            }
+        }
+    };
+    box2(&f.y, f.width, &mut out.y, out.width, out.height);
+    let (scw, dcw, dch) = (f.width / 2, out.width / 2, out.height / 2);
+    if f.height / 2 >= dch * 2 && scw >= dcw * 2 {
+        box2(&f.u, scw, &mut out.u, dcw, dch);
+        box2(&f.v, scw, &mut out.v, dcw, dch);
+    }
+    out.capture_us = f.capture_us;
+    out
+}
+
+/// A running audio send pipeline (Opus 48 kHz mono, 20 ms).
+pub struct AudioSender {
+    fanout: Arc<SampleFanout>,
+    stop: Arc<AtomicBool>,
+    muted: Arc<AtomicBool>,
+    level: Arc<AtomicU32>,
+    stats: Arc<Mutex<SendStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AudioSender {
+    pub fn start(
+        mut source: Box<dyn AudioSource>,
+        spec: TrackSpec,
+        bitrate_bps: i32,
+    ) -> Result<AudioSender, MediaError> {
+        let mut encoder = OpusEncoder::new(bitrate_bps)?;
+        let fanout = SampleFanout::new(spec, RtpCodecKind::Audio);
+        let stop = Arc::new(AtomicBool::new(false));
+        let muted = Arc::new(AtomicBool::new(false));
+        let level = Arc::new(AtomicU32::new(0));
+        let stats = Arc::new(Mutex::new(SendStats::default()));
+        let (f, st, mu, lv, ss) = (
+            fanout.clone(),
+            stop.clone(),
+            muted.clone(),
+            level.clone(),
+            stats.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("meshcall-audio-send".into())
+            .spawn(move || {
+                let silence = vec![0f32; AUDIO_FRAME];
+                let mut clock_us = super::source::media_clock_us();
+                while !st.load(Ordering::Relaxed) {
+                    let pcm = match source.next_frame() {
+                        Ok(p) => p,
+                        Err(e) => {
+                            warn!(error = %e, "audio source ended");
+                            lock(&ss).source_error = Some(e.to_string());
+                            break;
+                        }
+                    };
+                    let rms =
+                        (pcm.iter().map(|x| x * x).sum::<f32>() / pcm.len().max(1) as f32).sqrt();
+                    lv.store(rms.to_bits(), Ordering::Relaxed);
+                    let now_us = super::source::media_clock_us();
+                    // Timestamp from a running 20 ms clock so RTP timestamps stay regular.
+                    clock_us = if now_us.abs_diff(clock_us) > 200_000 {
+                        now_us
+                    } else {
+                        clock_us + 20_000
+                    };
+                    if f.ready_legs() == 0 {
+                        continue;
+                    }
+                    let input = if mu.load(Ordering::Relaxed) {
+                        &silence
+                    } else {
+                        &pcm
+                    };
+                    match encoder.encode(input) {
+                        Ok(packet) => {
+                            lock(&ss).frames_encoded += 1;
+                            f.publish(EncodedSample {
+                                data: Bytes::from(packet),
+                                capture_us: clock_us,
+                                duration: Duration::from_millis(20),
+                                keyframe: true,
+                            });
+                        }
+                        Err(e) => warn!(error = %e, "opus encode failed"),
+                    }
+                }
+            })
+            .map_err(|e| MediaError::Device {
+                kind: "audio encoder",
+                detail: e.to_string(),
+            })?;
+        Ok(AudioSender {
+            fanout,
+            stop,
+            muted,
+            level,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn media(&self) -> Arc<dyn LocalMedia> {
+        Arc::new(FanoutMedia(
+            Arc::downgrade(&self.fanout),
+            self.fanout.spec.clone(),
+            RtpCodecKind::Audio,
+        ))
+    }
+
+    pub fn track_id(&self) -> &str {
+        &self.fanout.spec.track_id
+    }
+
+    pub fn fanout(&self) -> &SampleFanout {
+        &self.fanout
+    }
+
+    /// Mute sends silence (the track and its RTP clock keep running).
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// RMS level of the last captured 20 ms (before mute), for the UI's meter.
+    pub fn level(&self) -> f32 {
+        f32::from_bits(self.level.load(Ordering::Relaxed))
+    }
+
+    pub fn stats(&self) -> SendStats {
+        lock(&self.stats).clone()
+    }
+
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.fanout.stopped.store(true, Ordering::Relaxed);
+        lock(&self.fanout.legs).clear();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AudioSender {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downscale_halves_and_keeps_content() {
+        let mut src = crate::media::synthetic::SyntheticVideo::new(1280, 720).expect("source");
+        let f = src.next_frame(42);
+        let d = downscale_half(&f);
+        assert_eq!((d.width, d.height, d.capture_us), (640, 360, 42));
+        assert_eq!(d.u.len(), 320 * 180);
+        // a box filter keeps the mean brightness
+        let mean = |p: &[u8]| p.iter().map(|&x| u64::from(x)).sum::<u64>() / p.len() as u64;
+        assert!(mean(&f.y).abs_diff(mean(&d.y)) <= 2);
+    }
+
+    #[test]
+    fn a_full_leg_drops_frames_and_asks_for_a_keyframe_without_blocking() {
+        let f = SampleFanout::new(TrackSpec::unique("v", "s"), RtpCodecKind::Video);
+        f.take_keyframe_request();
+        let (tx, mut rx) = mpsc::channel(LEG_QUEUE);
+        let need_key = Arc::new(AtomicBool::new(false));
+        lock(&f.legs).push(LegSlot {
+            id: 1,
+            tx,
+            need_key: need_key.clone(),
+            report: Arc::default(),
+        });
+        for i in 0..(LEG_QUEUE as u64 + 3) {
+            f.publish(EncodedSample {
+                data: Bytes::from_static(b"x"),
+                capture_us: i,
+                duration: Duration::from_millis(33),
+                keyframe: i == 0,
+            });
+        }
+        assert_eq!(f.dropped.load(Ordering::Relaxed), 3);
+        assert!(need_key.load(Ordering::Relaxed));
+        assert!(
+            f.take_keyframe_request(),
+            "one keyframe request for the overflow"
+        );
+        assert!(!f.take_keyframe_request());
+        let mut got = 0;
+        while rx.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, LEG_QUEUE);
+        // a closed leg is removed on the next publish
+        drop(rx);
+        f.publish(EncodedSample {
+            data: Bytes::from_static(b"y"),
+            capture_us: 99,
+            duration: Duration::from_millis(33),
+            keyframe: true,
+        });
+        assert_eq!(f.ready_legs(), 0);
+    }
+}
