@@ -1,22 +1,25 @@
-//! `meshcall join --headless`: a scriptable peer. It joins a room, opens a data channel to every
-//! peer, sends a data message every second (server-routed and P2P), and prints one JSON object
-//! per line for every event. Outside harnesses rely on this contract (README): every line has an
-//! `"event"` field (`joined`, `peer-joined`, `peer-left`, `state-change`, `stream-added`,
-//! `stream-removed`, `data`, `first-frame`, `error`, `left`) and a `"peer"` field where one applies.
+//! `meshcall join --headless`: a scriptable peer on the call engine. It joins a room, sends and
+//! receives media (`--video`, `--audio`), opens a data channel to every peer, sends a data
+//! message every second (server-routed and P2P), and prints one JSON object per line for every
+//! event. Outside harnesses rely on this contract (README): every line has an `"event"` field
+//! (`joined`, `peer-joined`, `peer-left`, `state-change`, `stream-added`, `stream-removed`,
+//! `data`, `dc-open`, `first-frame`, `stats`, `simulate`, `error`, `left`), a `"t_ms"` field
+//! (since start), and a `"peer"` field where one applies.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use thiserror::Error;
-use tokio::sync::mpsc;
 
-use crate::auth::{Actions, MintRequest, PatternSet, Secret, SecretKey, mint};
-use crate::client::{ClientOptions, Credential};
-use crate::peer::{
-    DcEvent, DcMessage, MeteredPeer, PeerError, PeerEventError, PeerSettings, RemotePeer,
+use crate::engine::api::{
+    AudioChoice, Auth, CallState, Command, Event, JoinRequest, Simulation, SpeakerChoice,
+    VideoChoice,
 };
+use crate::engine::{EngineEvent, EngineOptions};
+
+pub use crate::engine::peer_id_from_name;
 
 /// How the headless peer authenticates.
 #[derive(Debug, Clone)]
@@ -28,6 +31,50 @@ pub enum HeadlessAuth {
         kid: String,
         secret: String,
     },
+}
+
+/// A troubleshooting action at a time after joining (`--simulate drop-signalling@10s`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledSimulation {
+    pub at: Duration,
+    pub action: SimulationAction,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimulationAction {
+    DropSignalling,
+    /// ICE restart on one peer, or on every peer when `None`.
+    RestartIce(Option<String>),
+}
+
+/// Parses `drop-signalling@10s`, `restart-ice@5s`, `restart-ice:bob-1a2b@2.5s`.
+pub fn parse_simulation(s: &str) -> Result<ScheduledSimulation, String> {
+    let (what, at) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected ACTION@SECONDS, e.g. drop-signalling@10s"))?;
+    let secs: f64 = at
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{s:?}: {at:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && (0.0..=86_400.0).contains(&secs)) {
+        return Err(format!("{s:?}: the time must be between 0 and 86400 s"));
+    }
+    let action = match what.split_once(':') {
+        None if what == "drop-signalling" => SimulationAction::DropSignalling,
+        None if what == "restart-ice" => SimulationAction::RestartIce(None),
+        Some(("restart-ice", peer)) if !peer.is_empty() => {
+            SimulationAction::RestartIce(Some(peer.to_string()))
+        }
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown action (drop-signalling, restart-ice[:PEER])"
+            ));
+        }
+    };
+    Ok(ScheduledSimulation {
+        at: Duration::from_secs_f64(secs),
+        action,
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -42,378 +89,288 @@ pub struct HeadlessOptions {
     pub data_interval: Duration,
     /// Restrict ICE to 127.0.0.1 (tests, demos on one machine).
     pub loopback_only: bool,
+    pub video: VideoChoice,
+    pub audio: AudioChoice,
+    pub width: usize,
+    pub height: usize,
+    pub fps: f32,
+    pub simulate: Vec<ScheduledSimulation>,
+    /// Print a `stats` line every this often.
+    pub stats_interval: Option<Duration>,
+}
+
+impl HeadlessOptions {
+    /// Defaults for everything but the essentials (no media, data every second).
+    pub fn new(server: &str, room: &str, name: &str, auth: HeadlessAuth) -> HeadlessOptions {
+        HeadlessOptions {
+            server: server.into(),
+            room: room.into(),
+            name: name.into(),
+            peer_id: None,
+            auth,
+            duration: None,
+            data_interval: Duration::from_secs(1),
+            loopback_only: false,
+            video: VideoChoice::None,
+            audio: AudioChoice::None,
+            width: 640,
+            height: 480,
+            fps: 30.0,
+            simulate: Vec::new(),
+            stats_interval: None,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
 pub enum HeadlessError {
-    #[error("invalid --secret: {0}")]
-    Secret(String),
-    #[error("{0}")]
-    Peer(#[from] PeerError),
     #[error("fatal: {0}")]
     Fatal(String),
+    #[error("the engine stopped unexpectedly")]
+    EngineGone,
 }
 
-fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A peer id derived from a display name: lowercase ASCII letters/digits, plus a random suffix
-/// so that two "Alice" bots do not collide.
-pub fn peer_id_from_name(name: &str) -> String {
-    let base: String = name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .map(|c| c.to_ascii_lowercase())
-        .take(32)
-        .collect();
-    let base = if base.is_empty() {
-        "peer".to_string()
-    } else {
-        base
-    };
-    format!("{base}-{:04x}", rand::random::<u16>())
-}
-
-fn credential(opts: &HeadlessOptions) -> Result<Credential, HeadlessError> {
-    Ok(match &opts.auth {
-        HeadlessAuth::Token(t) => {
-            let t = t.clone();
-            Credential::token_provider(move || {
-                let t = t.clone();
-                async move { Ok::<String, String>(t) }
-            })
-        }
-        HeadlessAuth::Key(k) => Credential::api_key(k.clone()),
-        HeadlessAuth::Secret { kid, secret } => {
-            if secret.len() < 16 {
-                return Err(HeadlessError::Secret(
-                    "the secret must be at least 16 bytes".into(),
-                ));
-            }
-            let key = Arc::new(SecretKey {
-                kid: kid.clone(),
-                secret: Secret::new(secret.as_bytes().to_vec()),
-                channel_patterns: PatternSet::any(),
-                actions: Actions::all(),
-            });
-            let sub = opts
-                .peer_id
-                .clone()
-                .unwrap_or_else(|| peer_id_from_name(&opts.name));
-            let name = opts.name.clone();
-            let room = opts.room.clone();
-            // A fresh token on every (re)connect, as the official SDKs expect of a provider.
-            Credential::token_provider(move || {
-                let req = MintRequest {
-                    sub: sub.clone(),
-                    channels: Some(vec![crate::auth::glob::escape(&room)]),
-                    ttl_secs: 3600,
-                    peer_metadata: Some(json!({"username": name})),
-                    ..MintRequest::default()
-                };
-                let r = mint(&key, &req, now_unix())
-                    .map(|(t, _)| t)
-                    .map_err(|e| e.to_string());
-                async move { r }
-            })
-        }
-    })
+fn state_name(s: CallState) -> &'static str {
+    match s {
+        CallState::Idle => "idle",
+        CallState::Joining => "joining",
+        CallState::Joined => "joined",
+        CallState::Reconnecting => "reconnecting",
+        CallState::Left => "closed",
+    }
 }
 
 /// Runs until `duration` passes, Ctrl-C, or a fatal error. Lines go to stdout.
 pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
-    let (out_tx, mut out_rx) = mpsc::channel::<Value>(1024);
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-    let printer = tokio::spawn(async move {
-        let stdout = std::io::stdout();
-        let print = |v: Value| {
-            let mut lock = stdout.lock();
-            let _ = writeln!(lock, "{v}");
-            let _ = lock.flush();
-        };
-        loop {
-            tokio::select! {
-                v = out_rx.recv() => match v {
-                    Some(v) => print(v),
-                    None => break,
-                },
-                _ = &mut done_rx => {
-                    // Watcher tasks may still hold senders: print what is queued and stop.
-                    while let Ok(v) = out_rx.try_recv() {
-                        print(v);
-                    }
-                    break;
-                }
-            }
-        }
-    });
-    let result = run_inner(opts, out_tx).await;
-    let _ = done_tx.send(());
-    let _ = printer.await;
-    result
-}
-
-async fn run_inner(opts: HeadlessOptions, out: mpsc::Sender<Value>) -> Result<(), HeadlessError> {
-    let settings = if opts.loopback_only {
-        PeerSettings::loopback_only()
-    } else {
-        PeerSettings::default()
-    };
-    let peer = MeteredPeer::new(
-        ClientOptions::new(opts.server.clone(), credential(&opts)?),
-        settings,
-    )?;
     let started = Instant::now();
     let ms = move || (started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
+    let stdout = std::io::stdout();
+    let print = |mut v: Value| {
+        if let Some(o) = v.as_object_mut() {
+            o.insert("t_ms".into(), json!(ms()));
+        }
+        let mut lock = stdout.lock();
+        let _ = writeln!(lock, "{v}");
+        let _ = lock.flush();
+    };
+    let engine = crate::engine::spawn(
+        &tokio::runtime::Handle::current(),
+        EngineOptions {
+            notify: None,
+            keepalive_data: Some(opts.data_interval),
+            local: Default::default(),
+        },
+    );
+    let (cmd, mut events) = engine.into_parts();
+    let auth = match &opts.auth {
+        HeadlessAuth::Token(t) => Auth::Token(t.clone()),
+        HeadlessAuth::Key(k) => Auth::Key(k.clone()),
+        HeadlessAuth::Secret { kid, secret } => Auth::Secret {
+            kid: kid.clone(),
+            secret: secret.clone(),
+        },
+    };
+    let mut req = JoinRequest::new(&opts.server, &opts.room, &opts.name, auth);
+    req.video = opts.video.clone();
+    req.audio = opts.audio.clone();
+    req.speaker = SpeakerChoice::None;
+    req.width = opts.width;
+    req.height = opts.height;
+    req.fps = opts.fps;
+    req.loopback_only = opts.loopback_only;
+    req.peer_id = opts.peer_id.clone();
+    if cmd.send(Command::Join(Box::new(req))).await.is_err() {
+        return Err(HeadlessError::EngineGone);
+    }
 
-    // Watchers first, so nothing is missed.
-    {
-        let mut joined = peer.on_peer_joined();
-        let out = out.clone();
-        let me = peer.clone();
-        tokio::spawn(async move {
-            while let Some(remote) = joined.next_item().await {
-                let _ = out
-                    .send(json!({"event":"peer-joined","peer":remote.id(),"metadata":remote.metadata(),"t_ms":ms()}))
-                    .await;
-                tokio::spawn(watch_remote(me.clone(), remote, out.clone(), started));
-            }
-        });
-    }
-    {
-        let mut left = peer.on_peer_left();
-        let out = out.clone();
-        tokio::spawn(async move {
-            while let Some(remote) = left.next_item().await {
-                let _ = out
-                    .send(json!({"event":"peer-left","peer":remote.id(),"t_ms":ms()}))
-                    .await;
-            }
-        });
-    }
-    {
-        let mut data = peer.on_data();
-        let out = out.clone();
-        tokio::spawn(async move {
-            while let Some(d) = data.next_item().await {
-                let _ = out
-                    .send(json!({"event":"data","peer":d.from,"via":"server","kind":d.kind,"data":d.data,"t_ms":ms()}))
-                    .await;
-            }
-        });
-    }
-    {
-        let mut states = peer.state_changes();
-        let out = out.clone();
-        tokio::spawn(async move {
-            while let Some(c) = states.next_item().await {
-                let _ = out
-                    .send(json!({"event":"state-change","from":c.from.as_str(),"to":c.to.as_str(),"t_ms":ms()}))
-                    .await;
-            }
-        });
-    }
-    let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(4);
-    {
-        let mut errors = peer.errors();
-        let out = out.clone();
-        tokio::spawn(async move {
-            while let Some(e) = errors.next_item().await {
-                let (line, fatal) = match &e {
-                    PeerEventError::Fatal { code, message } => (
-                        json!({"event":"error","fatal":true,"code":code,"message":message}),
-                        true,
-                    ),
-                    PeerEventError::ReconcileTimeout => (
-                        json!({"event":"error","fatal":true,"message":"reconcile timed out"}),
-                        true,
-                    ),
-                    PeerEventError::IceRecoveryExhausted { peer, attempts } => (
-                        json!({"event":"error","peer":peer,"fatal":false,"message":format!("ICE recovery exhausted after {attempts} attempts")}),
-                        false,
-                    ),
-                    PeerEventError::TokenProvider { message, .. } => (
-                        json!({"event":"error","fatal":false,"message":message}),
-                        false,
-                    ),
-                };
-                let _ = out.send(line).await;
-                if fatal {
-                    let _ = fatal_tx.send(format!("{e:?}")).await;
+    let mut call_state = CallState::Idle;
+    let mut peer_states: HashMap<String, &'static str> = HashMap::new();
+    let mut fatal: Option<String> = None;
+    let mut joined_at: Option<tokio::time::Instant> = None;
+    let mut pending_sims = opts.simulate.clone();
+    pending_sims.sort_by_key(|s| s.at);
+    let mut sim_tick = tokio::time::interval(Duration::from_millis(50));
+    let stats_every = opts.stats_interval.unwrap_or(Duration::from_secs(3600));
+    let mut last_stats = Instant::now();
+    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut leaving = false;
+    let mut leave_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    EngineEvent::Data { peer, via, kind, data } => {
+                        let mut line = json!({"event":"data","peer":peer,"via":via,"data":data});
+                        if let Some(k) = kind {
+                            line["kind"] = json!(k);
+                        }
+                        print(line);
+                    }
+                    EngineEvent::DataChannelOpen { peer, label } => {
+                        print(json!({"event":"dc-open","peer":peer,"label":label}));
+                    }
+                    EngineEvent::Call(e) => match e {
+                        Event::Joined { self_id, room } => {
+                            joined_at = Some(tokio::time::Instant::now());
+                            print(json!({"event":"joined","peer":self_id,"room":room}));
+                        }
+                        Event::CallState { state, .. } => {
+                            if state != call_state {
+                                print(json!({"event":"state-change","from":state_name(call_state),"to":state_name(state)}));
+                                call_state = state;
+                            }
+                        }
+                        Event::PeerJoined { id, metadata, name } => {
+                            print(json!({"event":"peer-joined","peer":id,"name":name,"metadata":metadata}));
+                        }
+                        Event::PeerLeft { id } => {
+                            peer_states.remove(&id);
+                            print(json!({"event":"peer-left","peer":id}));
+                        }
+                        Event::PeerConnection { id, state } => {
+                            let to = state.as_str();
+                            let from = peer_states.insert(id.clone(), to).unwrap_or("new");
+                            if from != to {
+                                print(json!({"event":"state-change","peer":id,"from":from,"to":to}));
+                            }
+                        }
+                        Event::StreamAdded { peer, stream_id, metadata, video, has_audio, .. } => {
+                            let mut kinds = Vec::new();
+                            if video.is_some() {
+                                kinds.push("video");
+                            }
+                            if has_audio || video.is_none() {
+                                kinds.push("audio");
+                            }
+                            print(json!({"event":"stream-added","peer":peer,"stream":stream_id,"metadata":metadata,"kinds":kinds}));
+                        }
+                        Event::StreamRemoved { peer, stream_id } => {
+                            print(json!({"event":"stream-removed","peer":peer,"stream":stream_id}));
+                        }
+                        Event::FirstFrame { peer, stream_id, since_join, latency_us } => {
+                            print(json!({
+                                "event":"first-frame","peer":peer,"stream":stream_id,"kind":"video",
+                                "since_join_ms": (since_join.as_secs_f64() * 10_000.0).round() / 10.0,
+                                "latency_ms": latency_us.map(|l| (l as f64 / 100.0).round() / 10.0),
+                            }));
+                        }
+                        Event::Stats(s) => {
+                            if opts.stats_interval.is_some() && last_stats.elapsed() >= stats_every {
+                                last_stats = Instant::now();
+                                let remote: Vec<Value> = s.remote_video.iter().map(|(p, st, r)| json!({
+                                    "peer": p, "stream": st, "fps": (r.fps * 10.0).round() / 10.0,
+                                    "kbps": r.bitrate_bps / 1000, "width": r.width, "height": r.height,
+                                    "frames_decoded": r.frames_decoded, "packets_lost": r.packets_lost,
+                                    "decode_ms": (r.avg_decode_ms() * 100.0).round() / 100.0,
+                                    "latency_ms": r.last_latency_us.map(|l| (l as f64 / 100.0).round() / 10.0),
+                                })).collect();
+                                let local = s.local_video.as_ref().map(|v| json!({
+                                    "fps": (v.fps * 10.0).round() / 10.0, "kbps": v.bitrate_bps / 1000,
+                                    "target_kbps": v.target_bitrate_bps / 1000, "peers": v.peers,
+                                    "encode_ms": (v.avg_encode_ms() * 100.0).round() / 100.0,
+                                    "loss": v.loss_fraction, "rtt_ms": v.rtt_ms,
+                                }));
+                                print(json!({"event":"stats","video_out":local,"video_in":remote}));
+                            }
+                        }
+                        Event::Error { message, fatal: is_fatal } => {
+                            print(json!({"event":"error","fatal":is_fatal,"message":message}));
+                            if is_fatal {
+                                fatal = Some(message);
+                            }
+                        }
+                        Event::Left => {
+                            print(json!({"event":"left"}));
+                            break;
+                        }
+                        Event::RemoteStatus { peer, mic_muted, camera_off } => {
+                            print(json!({"event":"status","peer":peer,"mic_muted":mic_muted,"camera_off":camera_off}));
+                        }
+                        Event::Chat { from, name, text } => {
+                            print(json!({"event":"chat","peer":from,"name":name,"text":text}));
+                        }
+                        Event::Levels { .. } | Event::LocalPreview(_) => {}
+                    },
+                }
+                if fatal.is_some() && call_state == CallState::Idle {
+                    break; // the join itself failed
                 }
             }
-        });
-    }
-
-    if let Err(e) = peer.join(&opts.room, true).await {
-        let _ = out
-            .send(json!({"event":"error","fatal":true,"message":e.to_string()}))
-            .await;
-        return Err(e.into());
-    }
-    let _ = out
-        .send(json!({"event":"joined","peer":peer.peer_id(),"room":opts.room,"t_ms":ms()}))
-        .await;
-
-    let mut tick = tokio::time::interval(opts.data_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seq = 0u64;
-    let deadline = opts.duration.map(|d| tokio::time::Instant::now() + d);
-    let result = loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                seq += 1;
-                let _ = peer.send(json!({"seq": seq, "from_name": opts.name})).await;
-            }
-            Some(reason) = fatal_rx.recv() => break Err(HeadlessError::Fatal(reason)),
-            _ = tokio::signal::ctrl_c() => break Ok(()),
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break Ok(()),
-        }
-    };
-    peer.close().await;
-    let _ = out.send(json!({"event":"left","t_ms":ms()})).await;
-    result
-}
-
-/// Per remote peer: state changes, streams, and a data channel that pings every second.
-async fn watch_remote(
-    me: MeteredPeer,
-    remote: RemotePeer,
-    out: mpsc::Sender<Value>,
-    started: Instant,
-) {
-    let ms = move || (started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
-    let id = remote.id().to_string();
-    {
-        let mut added = remote.on_stream_added();
-        let (out, id) = (out.clone(), id.clone());
-        tokio::spawn(async move {
-            while let Some(s) = added.next_item().await {
-                let kinds: Vec<String> = s.tracks.iter().map(|t| t.kind.clone()).collect();
-                let _ = out
-                    .send(json!({"event":"stream-added","peer":id,"stream":s.stream_id,"metadata":s.metadata,"kinds":kinds,"t_ms":ms()}))
-                    .await;
-                // Until the media layer decodes, the first RTP packet stands for the first frame.
-                for t in s.tracks {
-                    if let Some(mut rtp) = t.take_rtp() {
-                        let (out, id, stream) = (out.clone(), id.clone(), s.stream_id.clone());
-                        tokio::spawn(async move {
-                            if rtp.recv().await.is_some() {
-                                let _ = out
-                                    .send(json!({"event":"first-frame","peer":id,"stream":stream,"kind":t.kind,"t_ms":ms(),"note":"first RTP packet (no decoder yet)"}))
-                                    .await;
+            _ = sim_tick.tick(), if joined_at.is_some() && !pending_sims.is_empty() => {
+                let since = joined_at.map(|j| j.elapsed()).unwrap_or_default();
+                while pending_sims.first().is_some_and(|s| s.at <= since) {
+                    let s = pending_sims.remove(0);
+                    match &s.action {
+                        SimulationAction::DropSignalling => {
+                            print(json!({"event":"simulate","action":"drop-signalling"}));
+                            let _ = cmd.send(Command::Simulate(Simulation::DropSignalling)).await;
+                        }
+                        SimulationAction::RestartIce(peer) => {
+                            let targets: Vec<String> = match peer {
+                                Some(p) => vec![p.clone()],
+                                None => peer_states.keys().cloned().collect(),
+                            };
+                            for p in targets {
+                                print(json!({"event":"simulate","action":"restart-ice","peer":p}));
+                                let _ = cmd.send(Command::Simulate(Simulation::RestartIce { peer: p })).await;
                             }
-                            while rtp.recv().await.is_some() {}
-                        });
+                        }
                     }
                 }
             }
-        });
-    }
-    {
-        let mut removed = remote.on_stream_removed();
-        let (out, id) = (out.clone(), id.clone());
-        tokio::spawn(async move {
-            while let Some(s) = removed.next_item().await {
-                let _ = out.send(json!({"event":"stream-removed","peer":id,"stream":s.stream_id,"t_ms":ms()})).await;
+            _ = tokio::signal::ctrl_c(), if !leaving => {
+                leaving = true;
+                leave_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                let _ = cmd.send(Command::Leave).await;
             }
-        });
-    }
-    {
-        let mut incoming = remote.on_data_channel();
-        let (out, id) = (out.clone(), id.clone());
-        tokio::spawn(async move {
-            while let Some(dc) = incoming.next_item().await {
-                tokio::spawn(pump_channel(dc, id.clone(), out.clone(), started, false));
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } }, if !leaving => {
+                leaving = true;
+                leave_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                let _ = cmd.send(Command::Leave).await;
             }
-        });
-    }
-    let mut states = remote.state_changes();
-    // The lower id opens the channel (the other side gets it through on_data_channel).
-    let opener = me.peer_id().is_some_and(|mine| mine.as_str() < id.as_str());
-    if opener {
-        match remote.create_data_channel("meshcall", None).await {
-            Ok(dc) => {
-                tokio::spawn(pump_channel(dc, id.clone(), out.clone(), started, true));
-            }
-            Err(e) => {
-                let _ = out
-                    .send(json!({"event":"error","peer":id,"fatal":false,"message":e.to_string()}))
-                    .await;
-            }
-        }
-    }
-    while let Some(c) = states.next_item().await {
-        let _ = out
-            .send(json!({"event":"state-change","peer":id,"from":c.from.as_str(),"to":c.to.as_str(),"t_ms":ms()}))
-            .await;
-        // Channels die with the connection: re-open after a reconcile swap.
-        if c.to == crate::peer::PeerConnectionState::Connected
-            && c.from == crate::peer::PeerConnectionState::Reconnecting
-            && opener
-            && let Ok(dc) = remote.create_data_channel("meshcall", None).await
-        {
-            tokio::spawn(pump_channel(dc, id.clone(), out.clone(), started, true));
-        }
-        if c.to == crate::peer::PeerConnectionState::Closed {
-            break;
-        }
-    }
-}
-
-async fn pump_channel(
-    dc: crate::peer::DataChannel,
-    peer: String,
-    out: mpsc::Sender<Value>,
-    started: Instant,
-    _opener: bool,
-) {
-    let ms = move || (started.elapsed().as_secs_f64() * 1000.0 * 10.0).round() / 10.0;
-    let mut events = dc.events();
-    if dc.wait_open().await.is_err() {
-        return;
-    }
-    let _ = out
-        .send(json!({"event":"dc-open","peer":peer,"label":dc.label(),"t_ms":ms()}))
-        .await;
-    let sender = dc.clone();
-    let ticker = tokio::spawn(async move {
-        let mut seq = 0u64;
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            seq += 1;
-            if sender
-                .send_text(json!({"p2p_seq": seq}).to_string())
-                .await
-                .is_err()
-            {
+            _ = async { match leave_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                print(json!({"event":"left","note":"leave timed out"}));
                 break;
             }
         }
-    });
-    while let Some(ev) = events.next_item().await {
-        match ev {
-            DcEvent::Message(DcMessage::Text(t)) => {
-                let data = serde_json::from_str::<Value>(&t).unwrap_or(Value::String(t));
-                let _ = out
-                    .send(json!({"event":"data","peer":peer,"via":"p2p","data":data,"t_ms":ms()}))
-                    .await;
-            }
-            DcEvent::Message(DcMessage::Binary(b)) => {
-                let _ = out
-                    .send(
-                        json!({"event":"data","peer":peer,"via":"p2p","bytes":b.len(),"t_ms":ms()}),
-                    )
-                    .await;
-            }
-            DcEvent::Close => break,
-            _ => {}
+    }
+    match fatal {
+        Some(f) => Err(HeadlessError::Fatal(f)),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulation_flags_parse_and_refuse_nonsense() {
+        assert_eq!(
+            parse_simulation("drop-signalling@10s"),
+            Ok(ScheduledSimulation {
+                at: Duration::from_secs(10),
+                action: SimulationAction::DropSignalling
+            })
+        );
+        assert_eq!(
+            parse_simulation("restart-ice:bob-12@2.5").map(|s| s.action),
+            Ok(SimulationAction::RestartIce(Some("bob-12".into())))
+        );
+        assert_eq!(
+            parse_simulation("restart-ice@0s").map(|s| s.action),
+            Ok(SimulationAction::RestartIce(None))
+        );
+        for bad in [
+            "drop-signalling",
+            "x@1s",
+            "restart-ice:@1",
+            "drop-signalling@-1",
+            "drop-signalling@nan",
+            "drop-signalling@1e9",
+        ] {
+            assert!(parse_simulation(bad).is_err(), "{bad}");
         }
     }
-    ticker.abort();
 }

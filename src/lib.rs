@@ -24,6 +24,7 @@
 pub mod auth;
 pub mod bench;
 pub mod client;
+pub mod engine;
 pub mod headless;
 pub mod media;
 pub mod peer;

@@ -146,6 +146,25 @@ struct JoinArgs {
     /// Restrict ICE to 127.0.0.1 (tests and single-machine demos).
     #[arg(long)]
     loopback_only: bool,
+    /// Video to send: synthetic (stamped test pattern), camera[:ID], screen[:ID] or none.
+    #[arg(long, default_value = "none")]
+    video: String,
+    /// Audio to send: synthetic (440 Hz tone + beeps), mic[:ID] or none.
+    #[arg(long, default_value = "none")]
+    audio: String,
+    /// Video size WIDTHxHEIGHT.
+    #[arg(long, default_value = "640x480")]
+    size: String,
+    /// Video frame rate.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f32,
+    /// Troubleshooting actions after joining, e.g. drop-signalling@10s, restart-ice@5s,
+    /// restart-ice:PEER@5s (repeatable).
+    #[arg(long)]
+    simulate: Vec<String>,
+    /// Print a `stats` line every N seconds.
+    #[arg(long)]
+    stats_every: Option<f64>,
     /// Log filter for stderr (stdout carries only JSON lines).
     #[arg(long, env = "MESHCALL_LOG", default_value = "warn")]
     log: String,
@@ -309,16 +328,34 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         Some(d) => Some(std::time::Duration::from_secs_f64(d)),
         None => None,
     };
-    let opts = HeadlessOptions {
-        server: args.server,
-        room: args.room,
-        name: args.name,
-        peer_id: args.peer_id,
-        auth,
-        duration,
-        data_interval: std::time::Duration::from_secs(1),
-        loopback_only: args.loopback_only,
+    let video = parse_video(&args.video)?;
+    let audio = parse_audio(&args.audio)?;
+    let (width, height) = parse_size(&args.size)?;
+    if !(args.fps.is_finite() && (1.0..=60.0).contains(&args.fps)) {
+        anyhow::bail!("--fps must be between 1 and 60");
+    }
+    let simulate = args
+        .simulate
+        .iter()
+        .map(|s| meshcall::headless::parse_simulation(s).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stats_interval = match args.stats_every {
+        Some(s) if !(s.is_finite() && s >= 0.5) => {
+            anyhow::bail!("--stats-every must be at least 0.5 seconds")
+        }
+        s => s.map(std::time::Duration::from_secs_f64),
     };
+    let mut opts = HeadlessOptions::new(&args.server, &args.room, &args.name, auth);
+    opts.peer_id = args.peer_id;
+    opts.duration = duration;
+    opts.loopback_only = args.loopback_only;
+    opts.video = video;
+    opts.audio = audio;
+    opts.width = width;
+    opts.height = height;
+    opts.fps = args.fps;
+    opts.simulate = simulate;
+    opts.stats_interval = stats_interval;
     let rt = runtime()?;
     match rt.block_on(meshcall::headless::run(opts)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -327,6 +364,41 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(3))
         }
     }
+}
+
+fn parse_video(s: &str) -> anyhow::Result<meshcall::engine::api::VideoChoice> {
+    use meshcall::engine::api::VideoChoice;
+    Ok(match s.split_once(':') {
+        None if s == "none" => VideoChoice::None,
+        None if s == "synthetic" => VideoChoice::Synthetic,
+        None if s == "camera" => VideoChoice::Camera("0".into()),
+        None if s == "screen" => VideoChoice::Screen(String::new()),
+        Some(("camera", id)) => VideoChoice::Camera(id.into()),
+        Some(("screen", id)) => VideoChoice::Screen(id.into()),
+        _ => anyhow::bail!("--video must be synthetic, camera[:ID], screen[:ID] or none"),
+    })
+}
+
+fn parse_audio(s: &str) -> anyhow::Result<meshcall::engine::api::AudioChoice> {
+    use meshcall::engine::api::AudioChoice;
+    Ok(match s.split_once(':') {
+        None if s == "none" => AudioChoice::None,
+        None if s == "synthetic" => AudioChoice::Synthetic,
+        None if s == "mic" => AudioChoice::Microphone(None),
+        Some(("mic", id)) => AudioChoice::Microphone(Some(id.into())),
+        _ => anyhow::bail!("--audio must be synthetic, mic[:ID] or none"),
+    })
+}
+
+fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (w, h) = s
+        .split_once('x')
+        .context("--size must be WIDTHxHEIGHT, e.g. 1280x720")?;
+    let (w, h): (usize, usize) = (w.parse()?, h.parse()?);
+    if !(16..=3840).contains(&w) || !(16..=2160).contains(&h) || w % 2 == 1 || h % 2 == 1 {
+        anyhow::bail!("--size must be even, between 16x16 and 3840x2160");
+    }
+    Ok((w, h))
 }
 
 fn parse_object(

@@ -26,6 +26,15 @@ async fn run_peer(origin: String, name: &'static str, id: &'static str) -> (Vec<
             "cli-room",
         ])
         .args(["--name", name, "--peer-id", id, "--duration", "6"])
+        .args([
+            "--video",
+            "synthetic",
+            "--audio",
+            "synthetic",
+            "--size",
+            "320x240",
+        ])
+        .args(["--stats-every", "1"])
         .arg("--secret")
         .arg(format!("{KID}={SECRET}"))
         .stdout(Stdio::piped())
@@ -112,6 +121,38 @@ async fn two_headless_peers_find_each_other_and_exchange_data() {
                 && v["peer"] == other
                 && v["data"]["p2p_seq"].is_u64()),
             "{me}: p2p data from {other}\n{}",
+            dump()
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "stream-added"
+                && v["peer"] == other
+                && v["metadata"]["role"] == "camera"
+                && v["kinds"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|x| x == "video"))),
+            "{me}: the other's camera stream\n{}",
+            dump()
+        );
+        // Decoded video: a first frame with a measured capture→decode latency (both
+        // processes share the machine's monotonic clock only through the stamp, so the
+        // latency is reported only when plausible; the frame itself must be there).
+        let first = lines
+            .iter()
+            .find(|v| v["event"] == "first-frame" && v["peer"] == other)
+            .unwrap_or_else(|| panic!("{me}: first decoded frame from {other}\n{}", dump()));
+        assert!(
+            first["since_join_ms"]
+                .as_f64()
+                .is_some_and(|t| t > 0.0 && t < 5000.0)
+        );
+        assert!(
+            has(&lines, |v| v["event"] == "stats"
+                && v["video_in"].as_array().is_some_and(|a| a.iter().any(
+                    |s| s["peer"] == other
+                        && s["frames_decoded"].as_u64().is_some_and(|n| n > 30)
+                        && s["width"] == 320
+                ))),
+            "{me}: stats show decoded 320x240 video from {other}\n{}",
             dump()
         );
         assert!(

@@ -12,6 +12,7 @@
 
 pub mod assembler;
 pub mod audio;
+pub mod capture;
 pub mod frame;
 pub mod h264;
 pub mod rate;

@@ -149,14 +149,15 @@ impl VideoReceiver {
         self.shared.seq.load(Ordering::Relaxed)
     }
 
+    /// Stops receiving. The decoder thread ends on its own once the aborted receive task has
+    /// dropped its queue (never joined here: this may run on a runtime worker, and blocking it
+    /// could stall the very task whose cancellation the thread waits for).
     pub fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.task.take() {
             t.abort();
         }
-        if let Some(d) = self.decoder.take() {
-            let _ = d.join();
-        }
+        self.decoder.take();
     }
 }
 

@@ -38,6 +38,7 @@ use super::audio::OpusEncoder;
 use super::frame::I420Frame;
 use super::h264::{self, EncoderSettings, H264Encoder};
 use super::rate::{RateController, RateDecision};
+use super::receive::DecodedFrame;
 use super::source::{AUDIO_FRAME, AudioSource, VideoSource, media_instant};
 use super::stats::SendStats;
 use crate::peer::error::PeerError;
@@ -429,9 +430,11 @@ pub struct VideoSender {
     fanout: Arc<SampleFanout>,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<SendStats>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     /// Paused (camera off): frames are still captured but not encoded or sent.
     paused: Arc<AtomicBool>,
+    /// The last captured picture, for the local preview (shared, never copied).
+    preview: Arc<Mutex<Option<Arc<DecodedFrame>>>>,
 }
 
 impl VideoSender {
@@ -446,6 +449,7 @@ impl VideoSender {
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(SendStats::default()));
+        let preview = Arc::new(Mutex::new(None));
         let rate = RateController::new(
             settings.min_bitrate_bps,
             settings.encoder.bitrate_bps,
@@ -460,6 +464,7 @@ impl VideoSender {
             stats: stats.clone(),
             rate,
             fps: settings.encoder.fps,
+            preview: preview.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("meshcall-video-send".into())
@@ -472,8 +477,9 @@ impl VideoSender {
             fanout,
             stop,
             stats,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
             paused,
+            preview,
         })
     }
 
@@ -508,12 +514,22 @@ impl VideoSender {
         lock(&self.stats).clone()
     }
 
+    /// The last captured picture (local preview; `seq` increments per frame).
+    pub fn preview(&self) -> Option<Arc<DecodedFrame>> {
+        lock(&self.preview).clone()
+    }
+
     /// Stops the thread (joins it) and ends every leg.
     pub fn stop(&mut self) {
+        self.stop_shared();
+    }
+
+    /// [`Self::stop`] through a shared reference.
+    pub fn stop_shared(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.fanout.stopped.store(true, Ordering::Relaxed);
         lock(&self.fanout.legs).clear();
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
     }
@@ -521,7 +537,7 @@ impl VideoSender {
 
 impl Drop for VideoSender {
     fn drop(&mut self) {
-        self.stop();
+        self.stop_shared();
     }
 }
 
@@ -534,6 +550,7 @@ struct VideoLoop {
     stats: Arc<Mutex<SendStats>>,
     rate: RateController,
     fps: f32,
+    preview: Arc<Mutex<Option<Arc<DecodedFrame>>>>,
 }
 
 impl VideoLoop {
@@ -543,6 +560,7 @@ impl VideoLoop {
         let mut frames_in_window = 0u32;
         let mut skip_toggle = false;
         let mut last_bytes = 0u64;
+        let mut preview_seq = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             let frame = match self.source.next_frame() {
                 Ok(f) => f,
@@ -570,7 +588,20 @@ impl VideoLoop {
                 frames_in_window = 0;
                 last_report = now;
             }
-            if self.paused.load(Ordering::Relaxed) || self.fanout.ready_legs() == 0 {
+            if self.paused.load(Ordering::Relaxed) {
+                *lock(&self.preview) = None;
+                continue;
+            }
+            preview_seq += 1;
+            let capture_us = frame.capture_us;
+            let shared = Arc::new(DecodedFrame {
+                frame,
+                seq: preview_seq,
+                decoded_us: capture_us,
+            });
+            *lock(&self.preview) = Some(shared.clone());
+            let frame = &shared.frame;
+            if self.fanout.ready_legs() == 0 {
                 continue; // nobody to send to: do not spend a core encoding
             }
             // Under pressure the controller halves the frame rate (every other frame).
@@ -580,8 +611,10 @@ impl VideoLoop {
                     continue;
                 }
             }
-            let frame = if self.rate.scale_down() {
-                downscale_half(&frame)
+            let scaled;
+            let frame: &I420Frame = if self.rate.scale_down() {
+                scaled = downscale_half(frame);
+                &scaled
             } else {
                 frame
             };
@@ -589,7 +622,7 @@ impl VideoLoop {
                 self.encoder.request_keyframe();
             }
             let started = Instant::now();
-            let au = match self.encoder.encode_au(&frame) {
+            let au = match self.encoder.encode_au(frame) {
                 Ok(au) => au,
                 Err(e) => {
                     warn!(error = %e, "encode failed; skipping the frame");
@@ -666,7 +699,7 @@ pub struct AudioSender {
     muted: Arc<AtomicBool>,
     level: Arc<AtomicU32>,
     stats: Arc<Mutex<SendStats>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl AudioSender {
@@ -744,7 +777,7 @@ impl AudioSender {
             muted,
             level,
             stats,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -779,10 +812,14 @@ impl AudioSender {
     }
 
     pub fn stop(&mut self) {
+        self.stop_shared();
+    }
+
+    pub fn stop_shared(&self) {
         self.stop.store(true, Ordering::Relaxed);
         self.fanout.stopped.store(true, Ordering::Relaxed);
         lock(&self.fanout.legs).clear();
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
     }
@@ -790,7 +827,7 @@ impl AudioSender {
 
 impl Drop for AudioSender {
     fn drop(&mut self) {
-        self.stop();
+        self.stop_shared();
     }
 }
 

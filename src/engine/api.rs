@@ -1,0 +1,301 @@
+//! The engine's typed command and event vocabulary: the only things the UI (and the headless
+//! peer) exchange with the call engine. Nothing here exposes webrtc or tokio types; remote video
+//! is a handle to a latest-frame slot that the renderer reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::media::receive::DecodedFrame;
+use crate::media::stats::{ReceiveStats, SendStats};
+use crate::peer::PeerConnectionState;
+
+/// How to authenticate to the signalling server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// A JWT minted elsewhere.
+    Token(String),
+    /// A publishable key (`pk_…`).
+    Key(String),
+    /// Mint a fresh token locally on every connect from a (kid, secret) pair.
+    Secret { kid: String, secret: String },
+    /// "This computer": use (or start) the embedded server on 127.0.0.1:9292 with a local
+    /// secret, and mint locally.
+    ThisComputer,
+}
+
+/// Which picture to send.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum VideoChoice {
+    None,
+    /// The moving test pattern with the machine-readable stamp.
+    #[default]
+    Synthetic,
+    /// A camera by id (see `media::devices`).
+    Camera(String),
+    /// A screen or window by id (screen share uses this with `role: "screen"`).
+    Screen(String),
+}
+
+/// Which sound to send.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum AudioChoice {
+    None,
+    /// The 440 Hz tone with a beep each second.
+    #[default]
+    Synthetic,
+    /// A microphone by id; `None` = the system default.
+    Microphone(Option<String>),
+}
+
+/// Where remote audio goes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SpeakerChoice {
+    /// Discard (headless, machines without output).
+    #[default]
+    None,
+    /// A speaker by id; `None` = the system default.
+    Speaker(Option<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinRequest {
+    /// Signalling origin, e.g. `ws://127.0.0.1:9292` (ignored for [`Auth::ThisComputer`]).
+    pub server: String,
+    pub room: String,
+    pub name: String,
+    pub auth: Auth,
+    pub video: VideoChoice,
+    pub audio: AudioChoice,
+    pub speaker: SpeakerChoice,
+    /// Video send size and rate.
+    pub width: usize,
+    pub height: usize,
+    pub fps: f32,
+    pub bitrate_bps: u32,
+    /// Restrict ICE to 127.0.0.1 (tests, demos on one machine).
+    pub loopback_only: bool,
+    /// Peer id to mint with (secret / this computer) [default: from the name + random suffix].
+    pub peer_id: Option<String>,
+}
+
+impl JoinRequest {
+    pub fn new(server: &str, room: &str, name: &str, auth: Auth) -> JoinRequest {
+        JoinRequest {
+            server: server.to_string(),
+            room: room.to_string(),
+            name: name.to_string(),
+            auth,
+            video: VideoChoice::Synthetic,
+            audio: AudioChoice::Synthetic,
+            speaker: SpeakerChoice::None,
+            width: 1280,
+            height: 720,
+            fps: 30.0,
+            bitrate_bps: 1_500_000,
+            loopback_only: false,
+            peer_id: None,
+        }
+    }
+}
+
+/// Reconnect scenarios a user or QA can trigger by hand (Troubleshoot menu, `--simulate`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Simulation {
+    /// Drop the signalling WebSocket (the SDK reconnects and reconciles).
+    DropSignalling,
+    /// Force an ICE restart on one peer.
+    RestartIce { peer: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Join(Box<JoinRequest>),
+    Leave,
+    SetMicMuted(bool),
+    SetCameraEnabled(bool),
+    /// Start sharing (`VideoChoice::Screen(id)` or `Synthetic` for a test share).
+    StartScreenShare(VideoChoice),
+    StopScreenShare,
+    /// A server-routed chat message to everyone in the room.
+    SendChat(String),
+    Simulate(Simulation),
+    /// Start an in-process synthetic participant (moving pattern + tone) in the same room.
+    InviteTestParticipant,
+}
+
+/// The call as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    Idle,
+    Joining,
+    Joined,
+    /// The signalling connection is down and being retried; media may still flow.
+    Reconnecting,
+    Left,
+}
+
+/// What a stream is for (from its `role` metadata).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamRole {
+    Camera,
+    Screen,
+    Other,
+}
+
+impl StreamRole {
+    pub fn from_metadata(m: Option<&Value>) -> StreamRole {
+        match m.and_then(|m| m.get("role")).and_then(Value::as_str) {
+            Some("screen") => StreamRole::Screen,
+            Some("camera") | None => StreamRole::Camera,
+            Some(_) => StreamRole::Other,
+        }
+    }
+}
+
+/// A remote video the renderer can read (latest frame wins; `seq` says whether it changed).
+pub trait VideoFeed: Send + Sync {
+    fn latest(&self) -> Option<Arc<DecodedFrame>>;
+    fn stats(&self) -> ReceiveStats;
+}
+
+#[derive(Clone)]
+pub struct RemoteVideo(pub Arc<dyn VideoFeed>);
+
+impl std::fmt::Debug for RemoteVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteVideo")
+    }
+}
+
+/// The name shown on a tile: `username`, else `name`, else "Anonymous".
+pub fn display_name(metadata: Option<&Value>) -> String {
+    let pick = |k: &str| {
+        metadata
+            .and_then(|m| m.get(k))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.chars().take(64).collect::<String>())
+    };
+    pick("username")
+        .or_else(|| pick("name"))
+        .unwrap_or_else(|| "Anonymous".to_string())
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    CallState {
+        state: CallState,
+        /// For `Reconnecting`: how long it has been down.
+        since: Option<Duration>,
+    },
+    Joined {
+        self_id: String,
+        room: String,
+    },
+    PeerJoined {
+        id: String,
+        name: String,
+        metadata: Option<Value>,
+    },
+    PeerLeft {
+        id: String,
+    },
+    /// The local camera preview (None when the camera is off or absent).
+    LocalPreview(Option<RemoteVideo>),
+    PeerConnection {
+        id: String,
+        state: PeerConnectionState,
+    },
+    /// A remote stream arrived. Sent again (same `stream_id`, new `video`) after a reconnect:
+    /// re-bind the tile.
+    StreamAdded {
+        peer: String,
+        stream_id: String,
+        role: StreamRole,
+        metadata: Option<Value>,
+        video: Option<RemoteVideo>,
+        has_audio: bool,
+    },
+    StreamRemoved {
+        peer: String,
+        stream_id: String,
+    },
+    /// The first decoded picture of a stream.
+    FirstFrame {
+        peer: String,
+        stream_id: String,
+        /// Since the local join started.
+        since_join: Duration,
+        /// Capture → decode, when the sender stamps its pictures and shares the clock.
+        latency_us: Option<u64>,
+    },
+    /// A peer's mic/camera status (the `meshcall-status` data message).
+    RemoteStatus {
+        peer: String,
+        mic_muted: bool,
+        camera_off: bool,
+    },
+    Chat {
+        from: String,
+        name: String,
+        text: String,
+    },
+    /// About once a second.
+    Stats(StatsSnapshot),
+    /// Audio levels (RMS 0..1) per peer, about 10× a second, for rings and the active speaker.
+    Levels {
+        local: f32,
+        peers: Vec<(String, f32)>,
+    },
+    Error {
+        message: String,
+        fatal: bool,
+    },
+    Left,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StatsSnapshot {
+    pub local_video: Option<SendStats>,
+    pub local_audio: Option<SendStats>,
+    /// (peer, stream id, stats)
+    pub remote_video: Vec<(String, String, ReceiveStats)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_fall_back_in_order() {
+        assert_eq!(
+            display_name(Some(&json!({"username":"Ana","name":"x"}))),
+            "Ana"
+        );
+        assert_eq!(display_name(Some(&json!({"name":"Bo"}))), "Bo");
+        assert_eq!(display_name(Some(&json!({"username":"  "}))), "Anonymous");
+        assert_eq!(display_name(Some(&json!({"username": 5}))), "Anonymous");
+        assert_eq!(display_name(None), "Anonymous");
+        assert_eq!(
+            display_name(Some(&json!({"username": "x".repeat(500)}))).len(),
+            64
+        );
+    }
+
+    #[test]
+    fn roles_from_metadata() {
+        assert_eq!(
+            StreamRole::from_metadata(Some(&json!({"role":"screen"}))),
+            StreamRole::Screen
+        );
+        assert_eq!(StreamRole::from_metadata(None), StreamRole::Camera);
+        assert_eq!(
+            StreamRole::from_metadata(Some(&json!({"role":"x"}))),
+            StreamRole::Other
+        );
+    }
+}
