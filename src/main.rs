@@ -165,6 +165,9 @@ struct JoinArgs {
     /// Print a `stats` line every N seconds.
     #[arg(long)]
     stats_every: Option<f64>,
+    /// Do not decode remote video (send-only bots, load generators).
+    #[arg(long)]
+    no_receive: bool,
     /// Log filter for stderr (stdout carries only JSON lines).
     #[arg(long, env = "MESHCALL_LOG", default_value = "warn")]
     log: String,
@@ -176,6 +179,9 @@ enum BenchCommand {
     Server(meshcall::bench::server::BenchArgs),
     /// H.264 and Opus encode/decode speed on synthetic camera-like content.
     Media(meshcall::bench::media::MediaBenchArgs),
+    /// End-to-end call media: join → first frame, capture → decode latency, 4-party CPU
+    /// (run inside a loopback-only network namespace).
+    Call(meshcall::bench::call::CallBenchArgs),
 }
 
 fn init_logs(filter: &str) {
@@ -209,6 +215,12 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::Media(args),
         } => meshcall::bench::media::run(args).map_err(Into::into),
+        Command::Bench {
+            what: BenchCommand::Call(args),
+        } => runtime().and_then(|rt| {
+            rt.block_on(meshcall::bench::call::run(args))
+                .map_err(anyhow::Error::msg)
+        }),
     };
     match result {
         Ok(code) => code,
@@ -356,6 +368,7 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     opts.fps = args.fps;
     opts.simulate = simulate;
     opts.stats_interval = stats_interval;
+    opts.receive_video = !args.no_receive;
     let rt = runtime()?;
     match rt.block_on(meshcall::headless::run(opts)) {
         Ok(()) => Ok(ExitCode::SUCCESS),
