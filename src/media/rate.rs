@@ -5,6 +5,9 @@
 //! Policy (loss-based, in the spirit of GCC's loss controller, without a pacer queue that would
 //! add latency when the encoder overshoots):
 //! - loss > 10 %: bitrate × (1 − loss/2) — back off in proportion to the damage;
+//! - receivers asking for ≥ 1 keyframe a second: bitrate × 0.85 — NACK hides moderate loss
+//!   from the reports, but frames that cannot be completed show up as keyframe requests, and
+//!   large keyframes on a lossy link make it worse (each is more likely to lose a packet);
 //! - RTT > 400 ms: bitrate × 0.85 — queues are building somewhere;
 //! - loss < 2 % and RTT < 250 ms (or unknown): bitrate × 1.08 + 10 kbit/s, up to the maximum —
 //!   probe upward gently;
@@ -62,6 +65,16 @@ impl RateController {
 
     /// One report (about once a second). `loss` is a fraction in 0..=1, `rtt_ms` the round trip.
     pub fn on_report(&mut self, loss: f64, rtt_ms: Option<f64>) -> RateDecision {
+        self.on_feedback(loss, rtt_ms, 0.0)
+    }
+
+    /// [`Self::on_report`] plus the rate of keyframe requests (PLI/FIR per second).
+    pub fn on_feedback(
+        &mut self,
+        loss: f64,
+        rtt_ms: Option<f64>,
+        plis_per_sec: f64,
+    ) -> RateDecision {
         let loss = if loss.is_finite() {
             loss.clamp(0.0, 1.0)
         } else {
@@ -71,9 +84,11 @@ impl RateController {
         let cur = f64::from(self.current);
         let next = if loss > 0.10 {
             cur * (1.0 - loss / 2.0)
+        } else if plis_per_sec >= 1.0 {
+            cur * 0.85
         } else if rtt.is_some_and(|r| r > 400.0) {
             cur * 0.85
-        } else if loss < 0.02 && rtt.is_none_or(|r| r < 250.0) {
+        } else if loss < 0.02 && plis_per_sec < 0.5 && rtt.is_none_or(|r| r < 250.0) {
             cur * 1.08 + 10_000.0
         } else {
             cur
@@ -143,6 +158,24 @@ mod tests {
         }
         assert!(r.bitrate_bps() > 1_100_000, "{}", r.bitrate_bps());
         assert!(n < 60, "recovers within a minute of clean reports ({n})");
+    }
+
+    #[test]
+    fn a_storm_of_keyframe_requests_backs_off_even_when_reports_look_clean() {
+        let mut r = RateController::new(150_000, 1_500_000, 30.0);
+        assert_eq!(
+            r.on_feedback(0.05, Some(1.0), 3.0).bitrate_bps,
+            Some(1_275_000)
+        );
+        assert_eq!(
+            r.on_feedback(0.0, Some(1.0), 0.7).bitrate_bps,
+            None,
+            "0.5–1/s: hold"
+        );
+        assert!(
+            r.on_feedback(0.0, Some(1.0), 0.0).bitrate_bps.is_some(),
+            "calm: probe up"
+        );
     }
 
     #[test]

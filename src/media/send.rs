@@ -127,6 +127,8 @@ pub struct SampleFanout {
     /// Frames that reached at least one leg / were dropped at a full leg queue.
     delivered: AtomicU64,
     dropped: AtomicU64,
+    /// Keyframe requests received from any receiver (PLI/FIR), for the rate controller.
+    keyframe_requests: AtomicU64,
     /// Set when the owner stops: legs end, no new legs start.
     stopped: AtomicBool,
 }
@@ -150,6 +152,7 @@ impl SampleFanout {
             keyframe_requested: AtomicBool::new(true),
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            keyframe_requests: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         })
     }
@@ -372,6 +375,7 @@ async fn run_leg(
                         p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
                     }) && let Some(f) = fanout.upgrade() {
                         f.keyframe_requested.store(true, Ordering::Relaxed);
+                        f.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Some(_) => {}
@@ -385,9 +389,6 @@ async fn run_leg(
                             RTCStatsReportEntry::OutboundRtp(o) => {
                                 r.bytes_sent = o.sent_rtp_stream_stats.bytes_sent;
                             }
-                            RTCStatsReportEntry::RemoteInboundRtp(ri) => {
-                                r.fraction_lost = ri.fraction_lost.clamp(0.0, 1.0);
-                            }
                             RTCStatsReportEntry::IceCandidatePair(cp)
                                 if cp.current_round_trip_time > 0.0 => {
                                 r.rtt_ms = Some(cp.current_round_trip_time * 1000.0);
@@ -395,6 +396,14 @@ async fn run_leg(
                             _ => {}
                         }
                     }
+                }
+                // Loss from the receiver's RTCP reports (webrtc-rs stats keep it at zero); a
+                // report older than 5 s no longer describes the link.
+                {
+                    let mut r = lock(&report);
+                    r.fraction_lost = crate::peer::feedback::latest(ssrc)
+                        .filter(|l| l.at.elapsed() < Duration::from_secs(5))
+                        .map_or(0.0, |l| l.fraction_lost);
                 }
                 if fanout.upgrade().is_none_or(|f| f.stopped.load(Ordering::Relaxed)) {
                     break;
@@ -560,6 +569,7 @@ impl VideoLoop {
         let mut frames_in_window = 0u32;
         let mut skip_toggle = false;
         let mut last_bytes = 0u64;
+        let mut last_plis = 0u64;
         let mut preview_seq = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             let frame = match self.source.next_frame() {
@@ -574,7 +584,10 @@ impl VideoLoop {
             if now.duration_since(last_report) >= STATS_INTERVAL {
                 let (loss, rtt, bytes) = self.fanout.worst_network();
                 let secs = now.duration_since(last_report).as_secs_f64();
-                let decision = self.rate.on_report(loss, rtt);
+                let plis = self.fanout.keyframe_requests.load(Ordering::Relaxed);
+                let pli_rate = plis.saturating_sub(last_plis) as f64 / secs;
+                last_plis = plis;
+                let decision = self.rate.on_feedback(loss, rtt, pli_rate);
                 self.apply(decision);
                 let mut s = lock(&self.stats);
                 s.fps = f64::from(frames_in_window) / secs;

@@ -19,6 +19,8 @@ use rtc::interceptor::{
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
@@ -222,12 +224,25 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet
-            && packets.iter().any(|p| {
+        if let InterceptorPacket::Rtcp(packets) = &msg.message.packet {
+            let now = Instant::now();
+            for p in packets {
+                let blocks = if let Some(rr) = p.as_any().downcast_ref::<ReceiverReport>() {
+                    &rr.reports[..]
+                } else if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                    &sr.reports[..]
+                } else {
+                    continue;
+                };
+                for b in blocks {
+                    super::feedback::record(b.ssrc, b.fraction_lost, b.total_lost, b.jitter, now);
+                }
+            }
+            if packets.iter().any(|p| {
                 p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
-            })
-        {
-            msg.message.add(Attribute::DeliverToApplication);
+            }) {
+                msg.message.add(Attribute::DeliverToApplication);
+            }
         }
         self.read.push_back(msg);
         Ok(())

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`signals`] | rtc-description / rtc-ice / track-metadata envelopes, SDP ufrag/mid/msid | pure |
 //! | [`negotiation`] | politeness, offer/answer decisions, K3 watchdogs | pure |
+//! | [`feedback`] | receiver-report loss per outgoing SSRC (fed by the RTCP tap) | no |
 //! | [`ladder`] | ICE-restart ladder | pure |
 //! | [`state`] | RemotePeer state mapping and flicker filter | pure |
 //! | [`reconcile`] | snapshot diffing after a signalling reconnect | pure |
@@ -19,6 +20,7 @@ pub(crate) mod connection;
 pub mod data_channel;
 pub mod error;
 pub mod events;
+pub mod feedback;
 pub mod ladder;
 pub mod local_media;
 pub mod metered_peer;
