@@ -84,9 +84,8 @@ impl RateController {
         let cur = f64::from(self.current);
         let next = if loss > 0.10 {
             cur * (1.0 - loss / 2.0)
-        } else if plis_per_sec >= 1.0 {
-            cur * 0.85
-        } else if rtt.is_some_and(|r| r > 400.0) {
+        } else if plis_per_sec >= 1.0 || rtt.is_some_and(|r| r > 400.0) {
+            // Undecodable frames, or queues building somewhere.
             cur * 0.85
         } else if loss < 0.02 && plis_per_sec < 0.5 && rtt.is_none_or(|r| r < 250.0) {
             cur * 1.08 + 10_000.0
