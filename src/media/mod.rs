@@ -7,10 +7,12 @@
 //! | [`synthetic`] | the moving test pattern (video) and tone with beeps (audio) | pure |
 //! | [`h264`] | openh264 constrained-baseline encoder / decoder | CPU only |
 //! | [`audio`] | Opus 48 kHz mono 20 ms encoder / decoder, pitch measurement | CPU only |
+//! | [`devices`] | cameras (nokhwa), microphones and speakers (cpal), X11 screens (x11rb), pickers | yes |
 //!
 //! Capture devices, the send/receive pipelines and playout are still to come.
 
 pub mod audio;
+pub mod devices;
 pub mod frame;
 pub mod h264;
 pub mod source;
