@@ -4,7 +4,9 @@
 //! Colour matrix: BT.601 "limited range" (Y 16..235, chroma 16..240), the same one the synthetic
 //! source, OpenH264 and the renderer assume, so a captured colour survives the whole path.
 //! Integer arithmetic with 8-bit fixed-point coefficients keeps this cheap enough to run per
-//! frame on the capture thread (about 1 ms per 1280×720 frame in a release build).
+//! frame on the capture thread: a 1280×720 screen frame, SHM capture included, took 3.6 ms in a
+//! release build and 33–44 ms in a debug build on the 2-core dev machine under load
+//! (tests/devices_screen.rs prints it). Plain scalar code; SIMD would be the next step.
 //!
 //! Scaling is nearest-neighbour (only used to shrink screens larger than 1920×1080): it costs
 //! nothing extra per pixel, at the price of dropped rows/columns in fine text. Chroma is the
@@ -13,19 +15,37 @@
 use super::super::MediaError;
 use super::super::frame::I420Frame;
 
+// The conversion maths as macros rather than functions: an unoptimised (debug) build does not
+// inline even `#[inline]` functions, and a call per pixel made 720p screen capture several
+// times slower there. Inputs are `i32` in 0..=255; the results are provably in 16..=240, so the
+// `as u8` never wraps.
+macro_rules! luma {
+    ($r:expr, $g:expr, $b:expr) => {
+        ((((66 * $r + 129 * $g + 25 * $b + 128) >> 8) + 16) as u8)
+    };
+}
+macro_rules! chroma_u {
+    ($r:expr, $g:expr, $b:expr) => {
+        ((((-38 * $r - 74 * $g + 112 * $b + 128) >> 8) + 128) as u8)
+    };
+}
+macro_rules! chroma_v {
+    ($r:expr, $g:expr, $b:expr) => {
+        ((((112 * $r - 94 * $g - 18 * $b + 128) >> 8) + 128) as u8)
+    };
+}
+
 /// Luma of an sRGB pixel (BT.601, limited range).
-#[inline]
-pub(crate) fn rgb_to_y(r: u8, g: u8, b: u8) -> u8 {
+#[cfg(test)]
+fn rgb_to_y(r: u8, g: u8, b: u8) -> u8 {
     let (r, g, b) = (i32::from(r), i32::from(g), i32::from(b));
-    (((66 * r + 129 * g + 25 * b + 128) >> 8) + 16) as u8
+    luma!(r, g, b)
 }
 
 /// Chroma (U, V) of an sRGB pixel (BT.601, limited range).
-#[inline]
-pub(crate) fn rgb_to_uv(r: i32, g: i32, b: i32) -> (u8, u8) {
-    let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
-    let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
-    (u.clamp(0, 255) as u8, v.clamp(0, 255) as u8)
+#[cfg(test)]
+fn rgb_to_uv(r: i32, g: i32, b: i32) -> (u8, u8) {
+    (chroma_u!(r, g, b), chroma_v!(r, g, b))
 }
 
 /// Where R, G and B sit inside one packed pixel.
@@ -104,85 +124,66 @@ pub(crate) fn packed_to_i420(
     }
     let cw = out_w / 2;
     let row_bytes = src_w * layout.bpp;
-    if out_w == src_w && out_h == src_h {
-        // The common case (screens up to 1080p, cameras): walk 2×2 blocks straight through
-        // the rows, no per-pixel index tables.
-        for cy in 0..out_h / 2 {
-            let top = &src[2 * cy * stride..2 * cy * stride + row_bytes];
-            let bottom = &src[(2 * cy + 1) * stride..(2 * cy + 1) * stride + row_bytes];
-            let (y_top, y_bottom) = f.y[2 * cy * out_w..(2 * cy + 2) * out_w].split_at_mut(out_w);
-            let u_row = &mut f.u[cy * cw..(cy + 1) * cw];
-            let v_row = &mut f.v[cy * cw..(cy + 1) * cw];
-            let blocks = top
-                .chunks_exact(2 * layout.bpp)
-                .zip(bottom.chunks_exact(2 * layout.bpp))
-                .zip(y_top.chunks_exact_mut(2).zip(y_bottom.chunks_exact_mut(2)))
-                .zip(u_row.iter_mut().zip(v_row.iter_mut()));
-            for (((t, b), (yt, yb)), (u, v)) in blocks {
-                let (tl, tr) = t.split_at(layout.bpp);
-                let (bl, br) = b.split_at(layout.bpp);
-                block(layout, [tl, tr, bl, br], yt, yb, u, v);
-            }
-        }
-        return Ok(f);
-    }
-    // Scaled: source byte offset of every output column, source row of every output row.
-    let xs: Vec<usize> = (0..out_w)
-        .map(|x| (x * src_w / out_w) * layout.bpp)
-        .collect();
-    let ys: Vec<usize> = (0..out_h).map(|y| (y * src_h / out_h) * stride).collect();
+    let (ri, gi, bi, bpp) = (layout.r, layout.g, layout.b, layout.bpp);
+    // Nearest-neighbour index tables, only needed when the size changes.
+    let scaled = out_w != src_w || out_h != src_h;
+    let (xs, ys): (Vec<usize>, Vec<usize>) = if scaled {
+        (
+            (0..out_w).map(|x| (x * src_w / out_w) * bpp).collect(),
+            (0..out_h).map(|y| (y * src_h / out_h) * stride).collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     for cy in 0..out_h / 2 {
-        let top = &src[ys[2 * cy]..ys[2 * cy] + row_bytes];
-        let bottom = &src[ys[2 * cy + 1]..ys[2 * cy + 1] + row_bytes];
-        let (y_top, y_bottom) = f.y[2 * cy * out_w..(2 * cy + 2) * out_w].split_at_mut(out_w);
-        let u_row = &mut f.u[cy * cw..(cy + 1) * cw];
-        let v_row = &mut f.v[cy * cw..(cy + 1) * cw];
+        let (t, b) = if scaled {
+            (ys[2 * cy], ys[2 * cy + 1])
+        } else {
+            (2 * cy * stride, (2 * cy + 1) * stride)
+        };
+        let top = &src[t..t + row_bytes];
+        let bottom = &src[b..b + row_bytes];
+        let y_row = 2 * cy * out_w;
+        let c_row = cy * cw;
         for cx in 0..cw {
-            let (c0, c1) = (xs[2 * cx], xs[2 * cx + 1]);
-            let n = layout.bpp;
-            block(
-                layout,
-                [
-                    &top[c0..c0 + n],
-                    &top[c1..c1 + n],
-                    &bottom[c0..c0 + n],
-                    &bottom[c1..c1 + n],
-                ],
-                &mut y_top[2 * cx..2 * cx + 2],
-                &mut y_bottom[2 * cx..2 * cx + 2],
-                &mut u_row[cx],
-                &mut v_row[cx],
+            let (c0, c1) = if scaled {
+                (xs[2 * cx], xs[2 * cx + 1])
+            } else {
+                (2 * cx * bpp, 2 * cx * bpp + bpp)
+            };
+            let (r0, g0, b0) = (
+                top[c0 + ri] as i32,
+                top[c0 + gi] as i32,
+                top[c0 + bi] as i32,
             );
+            let (r1, g1, b1) = (
+                top[c1 + ri] as i32,
+                top[c1 + gi] as i32,
+                top[c1 + bi] as i32,
+            );
+            let (r2, g2, b2) = (
+                bottom[c0 + ri] as i32,
+                bottom[c0 + gi] as i32,
+                bottom[c0 + bi] as i32,
+            );
+            let (r3, g3, b3) = (
+                bottom[c1 + ri] as i32,
+                bottom[c1 + gi] as i32,
+                bottom[c1 + bi] as i32,
+            );
+            f.y[y_row + 2 * cx] = luma!(r0, g0, b0);
+            f.y[y_row + 2 * cx + 1] = luma!(r1, g1, b1);
+            f.y[y_row + out_w + 2 * cx] = luma!(r2, g2, b2);
+            f.y[y_row + out_w + 2 * cx + 1] = luma!(r3, g3, b3);
+            // Chroma of the block's average colour.
+            let r = (r0 + r1 + r2 + r3 + 2) >> 2;
+            let g = (g0 + g1 + g2 + g3 + 2) >> 2;
+            let b = (b0 + b1 + b2 + b3 + 2) >> 2;
+            f.u[c_row + cx] = chroma_u!(r, g, b);
+            f.v[c_row + cx] = chroma_v!(r, g, b);
         }
     }
     Ok(f)
-}
-
-/// Converts one 2×2 block of packed pixels (top-left, top-right, bottom-left, bottom-right):
-/// four lumas and the block's averaged chroma.
-#[inline(always)]
-fn block(
-    layout: PackedLayout,
-    p: [&[u8]; 4],
-    y_top: &mut [u8],
-    y_bottom: &mut [u8],
-    u: &mut u8,
-    v: &mut u8,
-) {
-    let (mut r, mut g, mut b) = (0i32, 0i32, 0i32);
-    let mut luma = [0u8; 4];
-    for (l, px) in luma.iter_mut().zip(p) {
-        let (pr, pg, pb) = (px[layout.r], px[layout.g], px[layout.b]);
-        *l = rgb_to_y(pr, pg, pb);
-        r += i32::from(pr);
-        g += i32::from(pg);
-        b += i32::from(pb);
-    }
-    y_top[0] = luma[0];
-    y_top[1] = luma[1];
-    y_bottom[0] = luma[2];
-    y_bottom[1] = luma[3];
-    (*u, *v) = rgb_to_uv((r + 2) / 4, (g + 2) / 4, (b + 2) / 4);
 }
 
 /// YUYV 4:2:2 (`Y0 U Y1 V` per pixel pair, the usual uncompressed webcam format) to I420.
