@@ -225,7 +225,7 @@ pub fn open_audio(choice: &AudioChoice) -> Result<Option<Box<dyn AudioSource>>, 
 /// Opens the chosen speaker (a discarding sink for `None`).
 pub fn open_speaker(choice: &SpeakerChoice) -> Result<Box<dyn AudioSink>, MediaError> {
     match choice {
-        SpeakerChoice::None => Ok(Box::new(crate::media::source::NullSink::default())),
+        SpeakerChoice::None => Ok(Box::new(crate::media::devices::NullSink::new())),
         SpeakerChoice::Speaker(id) => crate::media::capture::open_speaker(id.as_deref()),
     }
 }
@@ -551,7 +551,7 @@ async fn join(
                 fatal: false,
             })
             .await;
-            Box::new(crate::media::source::NullSink::default())
+            Box::new(crate::media::devices::NullSink::new())
         }
     };
     let (mixer, playout) = Mixer::start(sink).map_err(|e| e.to_string())?;

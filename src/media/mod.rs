@@ -1,18 +1,25 @@
-//! Media (issue 4, in progress): frames, the synthetic sources, and the codecs.
+//! Media (M1–M3, issue 4): frames, sources, codecs, send and receive pipelines, playout.
 //!
 //! | module | what | IO? |
 //! |---|---|---|
+//! | [`source`] | source/sink traits, the media clock | no |
 //! | [`frame`] | I420 video frames, PSNR | pure |
 //! | [`stamp`] | a machine-readable frame stamp drawn into the picture (frame number + capture time) | pure |
 //! | [`synthetic`] | the moving test pattern (video) and tone with beeps (audio) | pure |
 //! | [`h264`] | openh264 constrained-baseline encoder / decoder | CPU only |
 //! | [`audio`] | Opus 48 kHz mono 20 ms encoder / decoder, pitch measurement | CPU only |
-//!
-//! Capture devices, the send/receive pipelines and playout are still to come.
+//! | [`devices`] | cameras (nokhwa), microphones and speakers (cpal), X11 screens (x11rb), pickers | yes |
+//! | [`capture`] | opening the device a user picked, by id (engine seam) | yes |
+//! | [`assembler`] | RTP → H.264 access units on the marker bit, loss → keyframe wait | pure |
+//! | [`rate`] | bitrate adaptation from loss, RTT and keyframe requests | pure |
+//! | [`send`] | capture + encode thread, fan-out to one leg per connection | yes |
+//! | [`receive`] | decode thread with latest-frame-wins, audio jitter buffer, mixer, playout | yes |
+//! | [`stats`] | per-track send/receive statistics | no |
 
 pub mod assembler;
 pub mod audio;
 pub mod capture;
+pub mod devices;
 pub mod frame;
 pub mod h264;
 pub mod rate;

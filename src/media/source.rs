@@ -63,19 +63,3 @@ pub trait AudioSink: Send {
     /// drops the excess rather than growing without bound).
     fn play(&mut self, samples: &[f32]) -> Result<usize, MediaError>;
 }
-
-/// A sink that discards audio (headless peers, machines without output), counting samples.
-#[derive(Debug, Default)]
-pub struct NullSink {
-    pub samples: u64,
-}
-
-impl AudioSink for NullSink {
-    fn name(&self) -> &str {
-        "No output"
-    }
-    fn play(&mut self, samples: &[f32]) -> Result<usize, MediaError> {
-        self.samples += samples.len() as u64;
-        Ok(samples.len())
-    }
-}

@@ -1,0 +1,264 @@
+//! Speaker → microphone through a real PulseAudio server: the test starts its own `pulseaudio`
+//! with a private configuration (a 48 kHz null sink; its monitor is the default source), plays
+//! a 440 Hz tone with `SpeakerSink`, records it with `MicrophoneSource` and checks the pitch and
+//! level. Then it kills the server and checks that the microphone reports `DeviceLost`.
+//!
+//! Skipped, with a message, only when the `pulseaudio` binary is not installed (CI installs it
+//! via `scripts/setup-system`).
+//!
+//! This file holds exactly one test: it points cpal at the private server through the
+//! process environment (`PULSE_SERVER`), which no other test may race with.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use meshcall::media::MediaError;
+use meshcall::media::audio::dominant_frequency;
+use meshcall::media::devices::{
+    MicrophoneSource, SourceChoice, SpeakerSink, audio_sinks, audio_sources, list_microphones,
+    list_speakers,
+};
+use meshcall::media::source::{AUDIO_FRAME, AudioSink, AudioSource};
+
+struct Pulse {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Pulse {
+    /// Starts a private PulseAudio; `None` when the binary is missing.
+    fn start() -> Option<Pulse> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let runtime = dir.path().join("runtime");
+        std::fs::create_dir_all(&runtime).expect("runtime dir");
+        let socket = dir.path().join("native");
+        let pa = dir.path().join("test.pa");
+        std::fs::write(
+            &pa,
+            format!(
+                "load-module module-null-sink sink_name=meshcall_null rate=48000 \
+                 sink_properties=device.description=MeshcallNull\n\
+                 load-module module-native-protocol-unix socket={} auth-anonymous=1\n\
+                 set-default-sink meshcall_null\n\
+                 set-default-source meshcall_null.monitor\n",
+                socket.display()
+            ),
+        )
+        .expect("write .pa");
+        let log = dir.path().join("pulseaudio.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let spawned = Command::new("pulseaudio")
+            .arg("-n")
+            .arg("-F")
+            .arg(&pa)
+            .args([
+                "--exit-idle-time=-1",
+                "--daemonize=no",
+                "--system=false",
+                "--use-pid-file=false",
+                "--log-target=stderr",
+            ])
+            // A private home and runtime dir: no user configuration, no clash with a desktop
+            // server, and writable when running as root in CI.
+            .env("HOME", dir.path())
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env_remove("PULSE_SERVER")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => panic!("starting pulseaudio: {e}"),
+        };
+        let mut pulse = Pulse {
+            child,
+            socket,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !pulse.socket.exists() {
+            if let Ok(Some(status)) = pulse.child.try_wait() {
+                panic!("pulseaudio exited ({status}):\n{}", pulse.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pulseaudio socket never appeared:\n{}",
+                pulse.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(pulse)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Pulse {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn rms(s: &[f32]) -> f64 {
+    (s.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()
+}
+
+fn socket_env(socket: &Path) -> String {
+    format!("unix:{}", socket.display())
+}
+
+#[test]
+fn tone_played_to_the_null_sink_is_recorded_from_its_monitor() {
+    let Some(mut pulse) = Pulse::start() else {
+        eprintln!("SKIPPED: the pulseaudio binary is not installed (apt-get install pulseaudio)");
+        return;
+    };
+    // SAFETY: this test binary has a single test, and nothing else reads the environment
+    // concurrently; cpal's PulseAudio client (which reads it) is only created below.
+    unsafe { std::env::set_var("PULSE_SERVER", socket_env(&pulse.socket)) };
+
+    // The socket appears before the server has finished starting; until it answers, cpal
+    // falls back to its ALSA host. Wait (bounded) until the PulseAudio host lists our sink.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let speakers = loop {
+        let speakers = list_speakers().expect("list speakers");
+        if speakers.iter().any(|d| d.id == "pulseaudio:meshcall_null") {
+            break speakers;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "PulseAudio never answered; cpal lists {speakers:?}\n{}",
+            pulse.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mics = list_microphones().expect("list microphones");
+    assert!(
+        mics.iter()
+            .any(|d| d.id == "pulseaudio:meshcall_null.monitor"),
+        "{mics:?}"
+    );
+    assert!(
+        speakers.iter().any(|d| d.id == "pulseaudio:meshcall_null"),
+        "{speakers:?}"
+    );
+    assert!(matches!(audio_sources()[0], SourceChoice::Microphone(_)));
+    assert!(
+        audio_sources()
+            .iter()
+            .any(|c| matches!(c, SourceChoice::Synthetic { .. }))
+    );
+    assert_eq!(audio_sinks()[0].label(), "MeshcallNull");
+
+    // Default devices: the null sink and its monitor (set by the .pa file).
+    let mut mic = MicrophoneSource::open(None).expect("open default microphone");
+    let mut speaker = SpeakerSink::open(None).expect("open default speaker");
+    assert_eq!(speaker.name(), "MeshcallNull");
+    assert_eq!(
+        mic.device_format(),
+        (48_000, 1),
+        "PulseAudio converts for us"
+    );
+    assert_eq!(speaker.device_format(), (48_000, 1));
+
+    // Play 3 s of 440 Hz at amplitude 0.5 in real time (20 ms frames), from another thread.
+    let played_at = Instant::now();
+    let player = std::thread::spawn(move || {
+        let mut n = 0u64;
+        let mut refused = 0usize;
+        for _ in 0..150 {
+            let frame: Vec<f32> = (0..AUDIO_FRAME)
+                .map(|_| {
+                    let t = n as f64 / 48_000.0;
+                    n += 1;
+                    (0.5 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as f32
+                })
+                .collect();
+            let mut off = 0;
+            while off < frame.len() {
+                let took = speaker.play(&frame[off..]).expect("play");
+                off += took;
+                if off < frame.len() {
+                    refused += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        (speaker, refused)
+    });
+
+    // Record 3.5 s.
+    let mut recorded = Vec::new();
+    let mut first_sound = None;
+    for _ in 0..175 {
+        let frame = mic.next_frame().expect("record");
+        assert_eq!(frame.len(), AUDIO_FRAME);
+        if first_sound.is_none() && rms(&frame) > 0.05 {
+            first_sound = Some(played_at.elapsed());
+        }
+        recorded.extend(frame);
+    }
+    let (speaker, refused) = player.join().expect("player thread");
+
+    let loud: Vec<usize> = recorded
+        .chunks(AUDIO_FRAME)
+        .enumerate()
+        .filter(|(_, c)| rms(c) > 0.05)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        loud.len() >= 100,
+        "only {} of 175 recorded frames carry the tone",
+        loud.len()
+    );
+    // Analyse 1 s from the middle of the loud part (away from onset and end).
+    let mid = loud[loud.len() / 2];
+    let start = mid.saturating_sub(25) * AUDIO_FRAME;
+    let segment = &recorded[start..(start + 48_000).min(recorded.len())];
+    let pitch = dominant_frequency(segment, 48_000);
+    let level = rms(segment);
+    eprintln!(
+        "recorded pitch {pitch:.2} Hz, rms {level:.3} (played 0.354), first sound after {:?}, \
+         play() back-pressure {refused}x, speaker underruns {}",
+        first_sound,
+        speaker.underruns()
+    );
+    assert!((pitch - 440.0).abs() <= 5.0, "recorded pitch {pitch:.2} Hz");
+    assert!(level > 0.2 && level < 0.5, "recorded level rms {level:.3}");
+    drop(speaker);
+
+    // The server dying is DeviceLost within the 2 s timeout, not a hang.
+    pulse.kill();
+    let t0 = Instant::now();
+    let err = loop {
+        match mic.next_frame() {
+            Ok(_) => assert!(t0.elapsed() < Duration::from_secs(3), "still delivering"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            err,
+            MediaError::DeviceLost {
+                kind: "microphone",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+}
