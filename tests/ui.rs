@@ -187,7 +187,7 @@ fn repaint_delay<T>(h: &Harness<'static, T>) -> Duration {
         .map_or(Duration::MAX, |v| v.repaint_delay)
 }
 
-fn tile_label<'a>(h: &'a Harness<'static, (CallView, Vec<CallAction>)>, label: &str) -> Rect {
+fn tile_label(h: &Harness<'static, (CallView, Vec<CallAction>)>, label: &str) -> Rect {
     h.get_by_label(label).rect()
 }
 
@@ -564,7 +564,7 @@ fn signalling_banner_counts_retries_and_offers_rejoin() {
     h.run_steps(1);
     let text = h
         .query_by_label_contains("Connection to the server lost")
-        .and_then(|n| n.accesskit_node().label())
+        .and_then(|n| n.accesskit_node().value())
         .unwrap_or_default();
     assert!(text.contains("Connection to the server lost"), "{text}");
     results.add(h.try_snapshot("call_signalling_banner"));

@@ -465,7 +465,7 @@ impl CallView {
                 let mut dismiss = None;
                 for (i, (_, text)) in self.notices.iter().enumerate() {
                     ui.horizontal(|ui| {
-                        ui.colored_label(Color32::from_rgb(255, 190, 90), format!("⚠ {text}"));
+                        ui.colored_label(Color32::from_rgb(255, 190, 90), text.as_str());
                         if ui.small_button("Dismiss").clicked() {
                             dismiss = Some(i);
                         }
@@ -710,22 +710,34 @@ impl CallView {
             );
             return;
         }
+        // Where the self-view goes: a strip slot beside a screen share, a spare grid cell,
+        // or floating in the corner.
+        let self_rect;
         match screen {
             Some(s) => {
-                let spot = layout::spotlight(tiles.len() - 1, area);
+                let spot = layout::spotlight(tiles.len(), area);
                 placed.push((s, spot.main, true));
-                let others = (0..tiles.len()).filter(|i| *i != s);
-                for (i, r) in others.zip(spot.strip) {
-                    placed.push((i, r, false));
+                let mut strip = spot.strip.into_iter();
+                for i in (0..tiles.len()).filter(|i| *i != s) {
+                    if let Some(r) = strip.next() {
+                        placed.push((i, r, false));
+                    }
                 }
+                self_rect = strip.next().unwrap_or_else(|| layout::self_view_rect(area));
             }
             None => {
-                for (i, r) in layout::grid_rects(tiles.len(), area)
-                    .into_iter()
-                    .enumerate()
-                {
-                    placed.push((i, r, false));
-                }
+                let n = tiles.len();
+                let in_grid = layout::self_in_grid(n, area.size());
+                let mut rects = layout::grid_rects(n + usize::from(in_grid), area);
+                self_rect = match rects.pop() {
+                    Some(r) if in_grid => r,
+                    Some(r) => {
+                        rects.push(r);
+                        layout::self_view_rect(area)
+                    }
+                    None => layout::self_view_rect(area),
+                };
+                placed.extend(rects.into_iter().enumerate().map(|(i, r)| (i, r, false)));
             }
         }
         let painter = ui.painter_at(area);
@@ -733,9 +745,7 @@ impl CallView {
             let t = tiles[i];
             spinning |= self.draw_tile(ui, &painter, t, rect, big);
         }
-        // The self-view floats in the corner (not over a spotlight's strip if we can help it).
-        let sv = layout::self_view_rect(area);
-        self.draw_self(ui, &painter, sv);
+        self.draw_self(ui, &painter, self_rect);
         if spinning {
             // ~20 fps for the spinner only while something is connecting; idle calls do not
             // repaint at all between frames and events.
@@ -762,11 +772,8 @@ impl CallView {
                 avatar(painter, rect, &self.self_name, self.local_level);
             }
         }
-        let mut tag = format!("{} (you)", self.self_name);
-        if self.local.mic_muted {
-            tag.push_str("  🔇");
-        }
-        name_tag(painter, rect, &tag, false);
+        let tag = format!("{} (you)", self.self_name);
+        name_tag(painter, rect, &tag, false, self.local.mic_muted);
         painter.rect_stroke(
             rect,
             CornerRadius::same(8),
@@ -800,7 +807,7 @@ impl CallView {
             x = badge(
                 painter,
                 pos2(x, rect.top() + 8.0),
-                "🖥 Screen",
+                "Screen",
                 Color32::from_rgb(40, 90, 200),
             ) + 6.0;
         }
@@ -824,11 +831,7 @@ impl CallView {
                 Color32::from_rgb(170, 50, 40),
             );
         }
-        let mut tag = name.clone();
-        if peer.is_some_and(|p| p.mic_muted) {
-            tag.push_str("  🔇");
-        }
-        name_tag(painter, rect, &tag, big);
+        name_tag(painter, rect, &name, big, peer.is_some_and(|p| p.mic_muted));
         if self.show_stats
             && let Some(s) = t.stream_id.as_deref()
         {
@@ -1051,12 +1054,13 @@ fn avatar_colour(name: &str) -> Color32 {
     palette[(h as usize) % palette.len()]
 }
 
-/// The name pill in a tile's bottom-left corner.
-fn name_tag(painter: &egui::Painter, rect: Rect, text: &str, big: bool) {
+/// The name pill in a tile's bottom-left corner, with a red "muted" pill after it when the
+/// person's microphone is off (text rather than an emoji: egui's default fonts carry none).
+fn name_tag(painter: &egui::Painter, rect: Rect, text: &str, big: bool, muted: bool) {
     let font = FontId::proportional(if big { 15.0 } else { 13.0 });
     let galley = painter.layout_no_wrap(text.to_string(), font, Color32::WHITE);
     let pad = vec2(8.0, 4.0);
-    let max_w = (rect.width() - 16.0).max(20.0);
+    let max_w = (rect.width() - if muted { 76.0 } else { 16.0 }).max(20.0);
     let size = vec2(
         (galley.size().x + pad.x * 2.0).min(max_w),
         galley.size().y + pad.y * 2.0,
@@ -1066,6 +1070,19 @@ fn name_tag(painter: &egui::Painter, rect: Rect, text: &str, big: bool) {
     painter
         .with_clip_rect(bg.intersect(painter.clip_rect()))
         .galley(bg.min + pad, galley, Color32::WHITE);
+    if muted {
+        let g = painter.layout_no_wrap(
+            "muted".to_string(),
+            FontId::proportional(12.0),
+            Color32::WHITE,
+        );
+        let r = Rect::from_min_size(
+            pos2(bg.right() + 4.0, bg.center().y - (g.size().y + 6.0) / 2.0),
+            g.size() + vec2(12.0, 6.0),
+        );
+        painter.rect_filled(r, CornerRadius::same(6), Color32::from_rgb(190, 40, 40));
+        painter.galley(r.min + vec2(6.0, 3.0), g, Color32::WHITE);
+    }
 }
 
 /// A coloured pill; returns its right edge.

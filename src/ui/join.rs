@@ -207,8 +207,8 @@ impl JoinForm {
         };
         if (16..=3840).contains(&self.width)
             && (16..=2160).contains(&self.height)
-            && self.width % 2 == 0
-            && self.height % 2 == 0
+            && self.width.is_multiple_of(2)
+            && self.height.is_multiple_of(2)
         {
             req.width = self.width;
             req.height = self.height;
@@ -301,24 +301,28 @@ impl JoinForm {
                             ui.end_row();
                         }
 
-                        ui.label("Camera");
+                        let l = ui.label("Camera");
                         egui::ComboBox::from_id_salt("join_video")
                             .selected_text(video_label(self.video))
                             .show_ui(ui, |ui| {
                                 for v in [VideoSource::TestPattern, VideoSource::Camera, VideoSource::None] {
                                     ui.selectable_value(&mut self.video, v, video_label(v));
                                 }
-                            });
+                            })
+.response
+.labelled_by(l.id);
                         ui.end_row();
 
-                        ui.label("Microphone");
+                        let l = ui.label("Microphone");
                         egui::ComboBox::from_id_salt("join_audio")
                             .selected_text(audio_label(self.audio))
                             .show_ui(ui, |ui| {
                                 for a in [AudioSource::TestTone, AudioSource::Microphone, AudioSource::None] {
                                     ui.selectable_value(&mut self.audio, a, audio_label(a));
                                 }
-                            });
+                            })
+.response
+.labelled_by(l.id);
                         ui.end_row();
                     });
                 ui.add_space(12.0);
@@ -352,7 +356,7 @@ impl JoinForm {
             .num_columns(2)
             .spacing([12.0, 8.0])
             .show(ui, |ui| {
-                ui.label("Camera");
+                let l = ui.label("Camera");
                 egui::ComboBox::from_id_salt("set_video")
                     .selected_text(video_label(self.video))
                     .show_ui(ui, |ui| {
@@ -363,7 +367,9 @@ impl JoinForm {
                         ] {
                             ui.selectable_value(&mut self.video, v, video_label(v));
                         }
-                    });
+                    })
+                    .response
+                    .labelled_by(l.id);
                 ui.end_row();
                 if self.video == VideoSource::Camera {
                     let l = ui.label("Camera id");
@@ -371,7 +377,7 @@ impl JoinForm {
                         .labelled_by(l.id);
                     ui.end_row();
                 }
-                ui.label("Microphone");
+                let l = ui.label("Microphone");
                 egui::ComboBox::from_id_salt("set_audio")
                     .selected_text(audio_label(self.audio))
                     .show_ui(ui, |ui| {
@@ -382,9 +388,11 @@ impl JoinForm {
                         ] {
                             ui.selectable_value(&mut self.audio, a, audio_label(a));
                         }
-                    });
+                    })
+                    .response
+                    .labelled_by(l.id);
                 ui.end_row();
-                ui.label("Resolution");
+                let l = ui.label("Resolution");
                 egui::ComboBox::from_id_salt("set_res")
                     .selected_text(format!("{}×{}", self.width, self.height))
                     .show_ui(ui, |ui| {
@@ -400,16 +408,20 @@ impl JoinForm {
                                 self.height = h;
                             }
                         }
-                    });
+                    })
+                    .response
+                    .labelled_by(l.id);
                 ui.end_row();
-                ui.label("Frame rate");
+                let l = ui.label("Frame rate");
                 egui::ComboBox::from_id_salt("set_fps")
                     .selected_text(format!("{} fps", self.fps))
                     .show_ui(ui, |ui| {
                         for f in [15.0, 24.0, 30.0] {
                             ui.selectable_value(&mut self.fps, f, format!("{f} fps"));
                         }
-                    });
+                    })
+                    .response
+                    .labelled_by(l.id);
                 ui.end_row();
             });
     }

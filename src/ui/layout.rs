@@ -125,6 +125,13 @@ pub fn spotlight(others: usize, area: Rect) -> Spotlight {
     }
 }
 
+/// Whether the self-view can take a grid cell of its own: when the grid for `n` remote tiles
+/// has a spare cell anyway (3 → 2×2, 7 → 3×3), adding it costs the others nothing; otherwise
+/// it floats in the corner so remote tiles keep their size.
+pub fn self_in_grid(n: usize, area: Vec2) -> bool {
+    n > 0 && grid_shape(n + 1, area) == grid_shape(n, area)
+}
+
 /// The small self-view in the corner of the video area.
 pub fn self_view_rect(area: Rect) -> Rect {
     let w = (area.width() * 0.18).clamp(120.0, 240.0);
@@ -308,6 +315,19 @@ mod tests {
         let s = spotlight(0, area);
         assert!(s.strip.is_empty());
         assert!((s.main.width() - 1280.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn self_view_takes_a_spare_cell_only() {
+        assert!(!self_in_grid(0, WIDE));
+        assert!(
+            !self_in_grid(1, WIDE),
+            "1 → floating, the remote tile stays full size"
+        );
+        assert!(!self_in_grid(2, WIDE));
+        assert!(self_in_grid(3, WIDE), "2×2 has a spare cell");
+        assert!(!self_in_grid(4, WIDE));
+        assert!(self_in_grid(7, WIDE), "3×3 has spare cells");
     }
 
     #[test]
