@@ -729,11 +729,14 @@ impl CallView {
                 let n = tiles.len();
                 let in_grid = layout::self_in_grid(n, area.size());
                 let mut rects = layout::grid_rects(n + usize::from(in_grid), area);
+                // Floating: in the corner of the tiles themselves, not of the (taller or
+                // wider) stage, so it never hangs off a tile's edge.
+                let bbox = rects.iter().copied().reduce(Rect::union).unwrap_or(area);
                 self_rect = match rects.pop() {
                     Some(r) if in_grid => r,
                     Some(r) => {
                         rects.push(r);
-                        layout::self_view_rect(area)
+                        layout::self_view_rect(bbox)
                     }
                     None => layout::self_view_rect(area),
                 };
