@@ -155,10 +155,7 @@ pub fn banner_text(elapsed: Duration) -> String {
         format!("{}:{:02} min", s / 60, s % 60)
     };
     if elapsed >= REJOIN_AFTER {
-        format!(
-            "Still reconnecting after {t}. Calls already connected keep going; \
-             leaving and rejoining usually helps."
-        )
+        format!("Still reconnecting after {t}. Leaving and rejoining usually helps.")
     } else {
         format!("Connection to the server lost, reconnecting… ({t})")
     }
