@@ -726,3 +726,46 @@ fn enter_sends_chat_and_the_toolbar_still_works() {
     h.run_steps(2);
     assert!(h.query_by_label("Grace (connected)").is_some(), "menu open");
 }
+
+#[test]
+fn malformed_frames_from_a_peer_are_skipped_not_fatal() {
+    let bad = |width: usize, height: usize, y: usize| I420Frame {
+        width,
+        height,
+        y: vec![100; y],
+        u: vec![128; width * height / 4],
+        v: vec![128; width * height / 4],
+        capture_us: 0,
+    };
+    let frames = [
+        bad(321, 180, 321 * 180),   // odd width
+        bad(320, 180, 100),         // short luma plane
+        bad(40_000, 2, 40_000 * 2), // wider than any texture limit
+    ];
+    let mut v = CallView::new("bad", "Me");
+    for (i, f) in frames.into_iter().enumerate() {
+        let id = format!("p{i}");
+        v.apply(Event::PeerConnection {
+            id: id.clone(),
+            state: PeerConnectionState::Connected,
+        });
+        v.apply(Event::StreamAdded {
+            peer: id,
+            stream_id: "s".into(),
+            role: StreamRole::Camera,
+            metadata: None,
+            video: Some(still(f, 1)),
+            has_audio: false,
+        });
+    }
+    let (mut h, rs) = call_harness(v);
+    h.run_steps(2);
+    let _ = h.render().expect("render");
+    let renderer = rs.renderer.read();
+    let v = renderer
+        .callback_resources
+        .get::<VideoRenderer>()
+        .expect("installed");
+    assert_eq!(v.live_tiles(), 0, "no texture for a malformed picture");
+    assert_eq!(v.uploads, 0);
+}

@@ -213,18 +213,24 @@ impl VideoRenderer {
         frame: &DecodedFrame,
     ) {
         let f = &frame.frame;
-        let (w, h) = (f.width as u32, f.height as u32);
-        // A malformed picture (odd size, short plane) is skipped rather than trusted.
-        if w < 2
-            || h < 2
-            || !w.is_multiple_of(2)
-            || !h.is_multiple_of(2)
-            || f.y.len() < f.width * f.height
-            || f.u.len() < f.width * f.height / 4
-            || f.v.len() < f.width * f.height / 4
+        // The size comes from a peer's bitstream: a malformed picture (odd or oversized, short
+        // plane) is skipped rather than trusted. Oversized matters: wgpu treats a texture
+        // beyond the device limit as a validation error, which would abort the app.
+        let max = device.limits().max_texture_dimension_2d as usize;
+        let luma = f.width.saturating_mul(f.height);
+        if f.width < 2
+            || f.height < 2
+            || f.width > max
+            || f.height > max
+            || !f.width.is_multiple_of(2)
+            || !f.height.is_multiple_of(2)
+            || f.y.len() < luma
+            || f.u.len() < luma / 4
+            || f.v.len() < luma / 4
         {
             return;
         }
+        let (w, h) = (f.width as u32, f.height as u32);
         let key = Arc::as_ptr(token) as usize;
         let stale = self
             .tiles
@@ -304,7 +310,7 @@ impl VideoRenderer {
                     origin: wgpu::Origin3d::ZERO,
                     aspect: wgpu::TextureAspect::All,
                 },
-                &data[..(w * h) as usize],
+                &data[..w as usize * h as usize],
                 wgpu::TexelCopyBufferLayout {
                     offset: 0,
                     bytes_per_row: Some(w),
