@@ -769,3 +769,41 @@ fn malformed_frames_from_a_peer_are_skipped_not_fatal() {
     assert_eq!(v.live_tiles(), 0, "no texture for a malformed picture");
     assert_eq!(v.uploads, 0);
 }
+
+#[test]
+fn settings_rejoin_applies_the_new_resolution() {
+    let engine = FakeEngine::default();
+    let form = JoinForm {
+        name: "Ada".into(),
+        ..JoinForm::default()
+    };
+    let mut app = MeshcallApp::new(Box::new(engine.clone()), form);
+    app.join_from_form();
+    let mut h = app_harness(app);
+    engine.push(Event::CallState {
+        state: CallState::Joined,
+        since: None,
+    });
+    h.run_steps(1);
+    h.get_by_label("Settings").click();
+    h.run_steps(2);
+    h.get_by_label("Resolution").click();
+    h.run_steps(2);
+    h.get_by_label("640×360").click();
+    h.run_steps(2);
+    h.get_by_label("Rejoin with these settings").click();
+    h.run_steps(1);
+    // The old call must end before the new join goes out.
+    assert_eq!(engine.sent().last(), Some(&Command::Leave));
+    engine.push(Event::CallState {
+        state: CallState::Left,
+        since: None,
+    });
+    engine.push(Event::Left);
+    h.run_steps(2);
+    match engine.sent().last() {
+        Some(Command::Join(req)) => assert_eq!((req.width, req.height), (640, 360)),
+        other => panic!("expected a rejoin, got {other:?}"),
+    }
+    assert!(h.state().call().is_some());
+}
