@@ -97,6 +97,8 @@ pub struct HeadlessOptions {
     pub simulate: Vec<ScheduledSimulation>,
     /// Print a `stats` line every this often.
     pub stats_interval: Option<Duration>,
+    /// Decode remote video (off for send-only load generators).
+    pub receive_video: bool,
 }
 
 impl HeadlessOptions {
@@ -118,6 +120,7 @@ impl HeadlessOptions {
             fps: 30.0,
             simulate: Vec::new(),
             stats_interval: None,
+            receive_video: true,
         }
     }
 }
@@ -179,6 +182,7 @@ pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
     req.fps = opts.fps;
     req.loopback_only = opts.loopback_only;
     req.peer_id = opts.peer_id.clone();
+    req.receive_video = opts.receive_video;
     if cmd.send(Command::Join(Box::new(req))).await.is_err() {
         return Err(HeadlessError::EngineGone);
     }

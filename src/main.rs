@@ -173,6 +173,9 @@ struct JoinArgs {
     /// Print a `stats` line every N seconds.
     #[arg(long)]
     stats_every: Option<f64>,
+    /// Do not decode remote video (send-only bots, load generators).
+    #[arg(long)]
+    no_receive: bool,
     /// Log filter for stderr (stdout carries only JSON lines).
     #[arg(long, env = "MESHCALL_LOG", default_value = "warn")]
     log: String,
@@ -184,6 +187,9 @@ enum BenchCommand {
     Server(meshcall::bench::server::BenchArgs),
     /// H.264 and Opus encode/decode speed on synthetic camera-like content.
     Media(meshcall::bench::media::MediaBenchArgs),
+    /// End-to-end call media: join → first frame, capture → decode latency, 4-party CPU
+    /// (run inside a loopback-only network namespace).
+    Call(meshcall::bench::call::CallBenchArgs),
 }
 
 fn init_logs(filter: &str) {
@@ -221,6 +227,12 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::Media(args),
         } => meshcall::bench::media::run(args).map_err(Into::into),
+        Command::Bench {
+            what: BenchCommand::Call(args),
+        } => runtime().and_then(|rt| {
+            rt.block_on(meshcall::bench::call::run(args))
+                .map_err(anyhow::Error::msg)
+        }),
     };
     match result {
         Ok(code) => code,
@@ -375,6 +387,7 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     opts.fps = fps;
     opts.simulate = simulate;
     opts.stats_interval = stats_interval;
+    opts.receive_video = !args.no_receive;
     let rt = runtime()?;
     match rt.block_on(meshcall::headless::run(opts)) {
         Ok(()) => Ok(ExitCode::SUCCESS),

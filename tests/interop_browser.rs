@@ -1,6 +1,7 @@
 //! Interop with the official browser SDK (`@metered-ca/realtime` 1.2.0) in Debian's headless
 //! Chromium, driven by `tests/interop/js/browser-peer.mjs` (playwright-core). A Rust MeteredPeer
-//! with data channels only and a browser with a fake camera join one room on the real server.
+//! sending the synthetic H.264 pattern and a browser with a fake camera join one room on the real
+//! server; each decodes the other's video.
 //! `tests/interop/js/setup.sh` installs Chromium and the npm packages outside the namespace
 //! (`scripts/test` does); this test runs inside the loopback-only namespace.
 
@@ -15,6 +16,9 @@ use common::interop::{
     JsonLinesPeer, rust_peer, rust_side_drop_keeps_the_remote_peer, text_containing, wait_connected,
 };
 use common::*;
+use meshcall::media::receive::VideoReceiver;
+use meshcall::media::send::{TrackSpec, VideoSendSettings, VideoSender};
+use meshcall::media::synthetic::SyntheticVideoSource;
 use meshcall::peer::DataKind;
 
 fn browser_peer(origin: &str, token: &str, room: &str, name: &str) -> JsonLinesPeer {
@@ -36,6 +40,16 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
     let origin = server.ws_origin();
     // "browser" < "rust": the browser is polite; it opens "meshcall" at peer-joined.
     let rust = rust_peer(&origin, token("rust", "Rust"));
+    // The Rust side sends real H.264 (the synthetic pattern, one encoder for all peers).
+    let camera = VideoSender::start(
+        Box::new(SyntheticVideoSource::new(640, 480, 30.0).expect("source")),
+        TrackSpec::unique("rust-video", "rust-camera"),
+        VideoSendSettings::default(),
+    )
+    .expect("video sender");
+    rust.add_media(camera.media(), Some(json!({"role": "camera"})))
+        .await
+        .expect("add video");
     let mut joined = rust.on_peer_joined();
     let mut data = rust.on_data();
     rust.join("browser-interop", true)
@@ -108,16 +122,62 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         .iter()
         .find(|t| t.kind == "video")
         .expect("a video track");
-    let mut rtp = video.take_rtp().expect("rtp");
+    // Rust decodes the browser's H.264 (Chromium's fake camera: a moving pattern).
+    let decoder = VideoReceiver::start(video).expect("receiver");
+    tokio::time::timeout(Duration::from_secs(15), async {
+        while decoder.frames_decoded() < 10 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the browser's video did not decode: {:?}", decoder.stats()));
+    let pic = decoder.latest().expect("a decoded picture");
     assert!(
-        tokio::time::timeout(Duration::from_secs(10), rtp.recv())
-            .await
-            .expect("RTP")
-            .is_some()
+        pic.frame.width >= 160 && pic.frame.height >= 120,
+        "{:?}",
+        pic.frame
     );
-    tokio::spawn(async move { while rtp.recv().await.is_some() {} });
+    let (lo, hi) = pic
+        .frame
+        .y
+        .iter()
+        .fold((255u8, 0u8), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+    assert!(
+        hi - lo > 40,
+        "the browser's picture has content (luma {lo}..{hi})"
+    );
+    println!(
+        "Chromium → Rust: {} frames decoded, {}x{}, {:?}",
+        decoder.frames_decoded(),
+        pic.frame.width,
+        pic.frame.height,
+        decoder.stats()
+    );
+
+    // And the browser plays the Rust stream: first frame at 640x480, then advancing frames.
+    let ff = browser
+        .expect("the Rust video plays in the browser", 20, |v| {
+            v["event"] == "first-frame" && v["peer"] == "rust"
+        })
+        .await;
+    assert_eq!(ff["videoWidth"], 640, "{ff}");
+    assert_eq!(ff["videoHeight"], 480, "{ff}");
+    let adv = browser
+        .expect("the Rust video advances in the browser", 20, |v| {
+            v["event"] == "video-advancing" && v["peer"] == "rust"
+        })
+        .await;
+    println!(
+        "Rust → Chromium: first frame {} ms after the browser's join(); {adv}",
+        ff["sinceJoinMs"]
+    );
 
     // P2P both ways on the browser's channel.
+    browser
+        .expect("the browser's data channel open", 20, |v| {
+            v["event"] == "dc-open" && v["peer"] == "rust"
+        })
+        .await;
     let dc = common::interop::meshcall_channel(&remote, &mut dcs, 20).await;
     dc.wait_open().await.expect("open");
     let mut dc_events = dc.events();
@@ -207,6 +267,7 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
         .expect("browser left", 15, |v| v["event"] == "left")
         .await;
     rust.close().await;
+    drop(camera);
 }
 
 /// Chromium↔Chromium through our server (the JS SDK against itself), as a baseline for the

@@ -1,6 +1,7 @@
 //! Load generators behind `meshcall bench …`. They print numbers; they assert nothing, because
 //! speed targets belong in benchmarks, not in timed tests.
 
+pub mod call;
 pub mod media;
 pub mod server;
 

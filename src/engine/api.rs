@@ -78,6 +78,8 @@ pub struct JoinRequest {
     pub loopback_only: bool,
     /// Peer id to mint with (secret / this computer) [default: from the name + random suffix].
     pub peer_id: Option<String>,
+    /// Decode remote video (false for send-only bots and load generators).
+    pub receive_video: bool,
 }
 
 impl JoinRequest {
@@ -96,6 +98,7 @@ impl JoinRequest {
             bitrate_bps: 1_500_000,
             loopback_only: false,
             peer_id: None,
+            receive_video: true,
         }
     }
 }

@@ -898,6 +898,7 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
         started: c.started,
         status: (c.mic_muted.clone(), c.camera_off.clone()),
         headless,
+        receive_video: c.req.receive_video,
     };
     tokio::spawn(async move {
         while let Some(r) = joined.next_item().await {
@@ -922,6 +923,7 @@ struct PeerCtx {
     started: Instant,
     status: (Arc<AtomicBool>, Arc<AtomicBool>),
     headless: bool,
+    receive_video: bool,
 }
 
 /// A close code in words, for the error banner.
@@ -1049,6 +1051,9 @@ async fn start_track(ctx: &PeerCtx, peer: &str, t: Arc<RemoteTrack>) {
     let role = StreamRole::from_metadata(t.metadata.as_ref());
     let key = (peer.to_string(), stream_id.clone());
     match t.kind.as_str() {
+        "video" if !ctx.receive_video => {
+            // Send-only: the SDK drops the packets nobody takes.
+        }
         "video" => {
             let rx = match VideoReceiver::start(&t) {
                 Ok(rx) => Arc::new(rx),

@@ -254,8 +254,81 @@ impl Interceptor for KeyframeTap {
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
 
+/// The `a=setup` values of a description (DTLS role negotiation; for logs).
+fn dtls_setup(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .map(str::trim)
+        .filter_map(|l| {
+            l.strip_prefix("a=setup:")
+                .or_else(|| l.strip_prefix("a=mid:"))
+                .or_else(|| {
+                    l.strip_prefix("m=")
+                        .map(|m| m.split(' ').next().unwrap_or(m))
+                })
+                .or(match l {
+                    "a=sendrecv" | "a=sendonly" | "a=recvonly" | "a=inactive" => Some(l),
+                    _ => None,
+                })
+        })
+        .collect()
+}
+
 fn rtc_err(e: impl std::fmt::Display) -> PeerError {
     PeerError::WebRtc(scrub(&e.to_string()))
+}
+
+/// Registers exactly the codecs the media layer speaks (M1): Opus, and H.264 constrained
+/// baseline with packetization-mode 1 (the profile OpenH264 emits, plus 42001f which decodes the
+/// same). Offering VP8/VP9/AV1 would let a browser pick a codec nothing here can decode.
+fn register_call_codecs(me: &mut MediaEngine) -> Result<(), webrtc::error::Error> {
+    use rtc::rtp_transceiver::rtp_sender::{
+        RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    };
+    me.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/opus".into(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    let feedback = || {
+        [
+            ("goog-remb", ""),
+            ("ccm", "fir"),
+            ("nack", ""),
+            ("nack", "pli"),
+        ]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.into(),
+            parameter: parameter.into(),
+        })
+        .collect::<Vec<_>>()
+    };
+    for (pt, profile) in [(125u8, "42e01f"), (102, "42001f")] {
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "video/H264".into(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!(
+                        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}"
+                    ),
+                    rtcp_feedback: feedback(),
+                },
+                payload_type: pt,
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
+    Ok(())
 }
 
 /// Builds a PeerConnection with the project's network-safety and latency settings.
@@ -270,6 +343,12 @@ async fn build_pc(
         .with_network_types(vec![NetworkType::Udp4])
         // A binding request may beat its trickled candidate; do not wait 1 s to nominate it.
         .with_prflx_acceptance_min_wait(Some(Duration::ZERO))
+        // Answer as the DTLS server. webrtc-rs answers `setup:active` on every renegotiation,
+        // whatever role the session already has; when a browser that is the DTLS client
+        // re-offers (`setup:active`), that answer fails in Chromium with "Failed to set SSL
+        // role". Answering passive is consistent in every order: a browser answering our offer
+        // picks active, so we are always the server towards it.
+        .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
         .with_ice_timeouts(
             Some(settings.ice_disconnected),
             Some(settings.ice_failed),
@@ -277,7 +356,7 @@ async fn build_pc(
         )
         .build();
     let mut me = MediaEngine::default();
-    me.register_default_codecs().map_err(rtc_err)?;
+    register_call_codecs(&mut me).map_err(rtc_err)?;
     let registry = register_default_interceptors(Registry::new(), &mut me)
         .map_err(rtc_err)?
         .with(Slot::from(KEYFRAME_TAP_SLOT), KeyframeTap::default());
@@ -319,6 +398,7 @@ pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, 
         cmd: cmd_tx,
     };
     let settings = params.settings.clone();
+    let polite_flag = params.polite;
     let actor = Actor {
         pc,
         params,
@@ -326,6 +406,12 @@ pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, 
         ignore_offer: false,
         dirty: false,
         restart_next_offer: false,
+        negotiate_soon: false,
+        changes: 0,
+        changes_offered: 0,
+        offer_hold_until: (!settings.impolite_offer_delay.is_zero() && !polite_flag)
+            .then(|| Instant::now() + settings.impolite_offer_delay),
+        offer_deferred: false,
         pending_candidates: Vec::new(),
         candidates_this_description: 0,
         remote_ufrag: None,
@@ -351,6 +437,18 @@ struct Actor {
     /// Negotiation was requested while an offer was outstanding.
     dirty: bool,
     restart_next_offer: bool,
+    /// A local change (track, first data channel) wants an offer once the queued commands are
+    /// handled: several changes in a row make one offer, not one each.
+    negotiate_soon: bool,
+    /// Local changes made / covered by the latest offer; a `negotiationneeded` with nothing
+    /// new is ignored (webrtc-rs fires it for changes our explicit offer already carried, and
+    /// each needless re-offer is a glare window with a polite browser).
+    changes: u64,
+    changes_offered: u64,
+    /// Until then (impolite side, fresh connection) offers wait (see
+    /// `PeerSettings::impolite_offer_delay`).
+    offer_hold_until: Option<Instant>,
+    offer_deferred: bool,
     pending_candidates: Vec<RTCIceCandidateInit>,
     candidates_this_description: usize,
     remote_ufrag: Option<String>,
@@ -371,10 +469,15 @@ impl Actor {
         mut pc_events: mpsc::Receiver<PcEvent>,
     ) {
         loop {
-            let deadline = [self.watchdogs.next_deadline(), self.ladder.next_deadline()]
-                .into_iter()
-                .flatten()
-                .min();
+            let hold = self.offer_hold_until.filter(|_| self.offer_deferred);
+            let deadline = [
+                self.watchdogs.next_deadline(),
+                self.ladder.next_deadline(),
+                hold,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     Some(Command::Close(reply)) => {
@@ -382,7 +485,27 @@ impl Actor {
                         let _ = reply.send(());
                         break;
                     }
-                    Some(c) => self.command(c).await,
+                    Some(c) => {
+                        self.command(c).await;
+                        // Drain what is already queued (e.g. every local track of a fresh
+                        // connection) before offering, so they go out in one offer.
+                        let mut close = None;
+                        while let Ok(next) = cmds.try_recv() {
+                            if let Command::Close(reply) = next {
+                                close = Some(reply);
+                                break;
+                            }
+                            self.command(next).await;
+                        }
+                        if let Some(reply) = close {
+                            self.shutdown().await;
+                            let _ = reply.send(());
+                            break;
+                        }
+                        if std::mem::take(&mut self.negotiate_soon) {
+                            self.negotiate().await;
+                        }
+                    }
                     None => {
                         self.shutdown().await;
                         break;
@@ -443,7 +566,8 @@ impl Actor {
                 // The first channel needs an m=application section: negotiate explicitly
                 // rather than rely on negotiationneeded.
                 if ok && !had_sctp {
-                    self.negotiate().await;
+                    self.changes += 1;
+                    self.negotiate_soon = true;
                 }
             }
             Command::AddTrack { track, reply } => {
@@ -451,7 +575,8 @@ impl Actor {
                 let ok = r.is_ok();
                 let _ = reply.send(r);
                 if ok {
-                    self.negotiate().await;
+                    self.changes += 1;
+                    self.negotiate_soon = true;
                 }
             }
             Command::RemoveTrack { track_id, reply } => {
@@ -464,7 +589,8 @@ impl Actor {
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {
-                    self.negotiate().await;
+                    self.changes += 1;
+                    self.negotiate_soon = true;
                 }
             }
             Command::ReplaceTrack {
@@ -489,7 +615,8 @@ impl Actor {
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {
-                    self.negotiate().await;
+                    self.changes += 1;
+                    self.negotiate_soon = true;
                 }
             }
             Command::RestartIce => {
@@ -516,7 +643,16 @@ impl Actor {
             self.dirty = true;
             return;
         }
+        if let Some(t) = self.offer_hold_until {
+            if Instant::now() < t {
+                self.offer_deferred = true;
+                return;
+            }
+            self.offer_hold_until = None;
+        }
+        self.offer_deferred = false;
         self.dirty = false;
+        self.changes_offered = self.changes;
         let restart = std::mem::take(&mut self.restart_next_offer);
         if restart && let Err(e) = self.pc.restart_ice().await {
             self.negotiation_error("restart_ice", rtc_err(e)).await;
@@ -536,6 +672,7 @@ impl Actor {
         if self.last_state == PeerConnectionState::Idle {
             self.set_state(PeerConnectionState::Connecting).await;
         }
+        debug!(peer = %self.params.remote_id, setup = ?dtls_setup(&offer.sdp), "offering");
         self.signal(description_json(SdpKind::Offer, &offer.sdp))
             .await;
     }
@@ -585,6 +722,7 @@ impl Actor {
             Err(e) => return self.negotiation_error("parse offer", rtc_err(e)).await,
         };
         let ufrag = ice_ufrag(&offer.sdp).map(str::to_string);
+        debug!(peer = %self.params.remote_id, setup = ?dtls_setup(&offer.sdp), "applying a remote offer");
         if let Err(e) = self.pc.set_remote_description(offer).await {
             return self
                 .negotiation_error("set_remote_description(offer)", rtc_err(e))
@@ -603,6 +741,7 @@ impl Actor {
         if self.last_state == PeerConnectionState::Idle {
             self.set_state(PeerConnectionState::Connecting).await;
         }
+        debug!(peer = %self.params.remote_id, setup = ?dtls_setup(&answer.sdp), "answering");
         self.signal(description_json(SdpKind::Answer, &answer.sdp))
             .await;
         self.watchdogs.stable(Instant::now(), self.ice_settled);
@@ -624,6 +763,7 @@ impl Actor {
             Err(e) => return self.negotiation_error("parse answer", rtc_err(e)).await,
         };
         let ufrag = ice_ufrag(&answer.sdp).map(str::to_string);
+        debug!(peer = %self.params.remote_id, setup = ?dtls_setup(&answer.sdp), "applying a remote answer");
         if let Err(e) = self.pc.set_remote_description(answer).await {
             return self
                 .negotiation_error("set_remote_description(answer)", rtc_err(e))
@@ -799,7 +939,11 @@ impl Actor {
                 }
             }
             PcEvent::NegotiationNeeded => {
-                if !self.have_local_offer {
+                let covered = self.changes_offered == self.changes
+                    && self.pc.local_description().await.is_some();
+                if covered {
+                    debug!(peer = %self.params.remote_id, "negotiationneeded with nothing new: ignored");
+                } else if !self.have_local_offer {
                     self.negotiate().await;
                 } else {
                     self.dirty = true;
@@ -829,6 +973,10 @@ impl Actor {
 
     async fn timers(&mut self) {
         let now = Instant::now();
+        if self.offer_deferred && self.offer_hold_until.is_none_or(|t| now >= t) {
+            self.offer_hold_until = None;
+            self.negotiate().await;
+        }
         if let Some(action) = self.watchdogs.poll(now) {
             match action {
                 WatchdogAction::ReOffer => {

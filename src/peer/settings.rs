@@ -18,6 +18,11 @@ pub struct PeerSettings {
     pub ice_keepalive: Duration,
     /// K3 watchdogs.
     pub offer_timeout: Duration,
+    /// The impolite side holds its first offer this long after the connection is created, so
+    /// that a polite peer which offers at once (the JS SDK does, with its own tracks and
+    /// channels) is answered instead of colliding. Glare is handled either way; avoiding it
+    /// saves a rollback round and sidesteps the JS SDK's glare race (README, interop).
+    pub impolite_offer_delay: Duration,
     pub stuck_ice_timeout: Duration,
     /// K4 ladder.
     pub ladder_schedule: Vec<Duration>,
@@ -44,6 +49,7 @@ impl Default for PeerSettings {
             ice_failed: Duration::from_secs(25),
             ice_keepalive: Duration::from_secs(2),
             offer_timeout: Duration::from_secs(10),
+            impolite_offer_delay: Duration::from_millis(150),
             stuck_ice_timeout: Duration::from_secs(8),
             ladder_schedule: SCHEDULE_SECS
                 .iter()

@@ -383,6 +383,12 @@ async function pcSummary(pc) {
                 packets: r.packetsReceived ?? r.packetsSent,
                 frames: r.framesDecoded ?? r.framesSent ?? r.framesEncoded,
                 frameWidth: r.frameWidth,
+                framesDropped: r.framesDropped,
+                framesReceived: r.framesReceived,
+                freezeCount: r.freezeCount,
+                decoder: r.decoderImplementation,
+                jitterBufferDelay: r.jitterBufferDelay,
+                jitterBufferEmittedCount: r.jitterBufferEmittedCount,
                 codec: r.codecId && byId.get(r.codecId) ? byId.get(r.codecId).mimeType : null,
             });
         }
