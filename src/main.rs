@@ -410,8 +410,12 @@ fn check_fps(fps: f32) -> anyhow::Result<f32> {
 fn join_app(args: JoinArgs) -> anyhow::Result<ExitCode> {
     use meshcall::engine::api::{AudioChoice, VideoChoice};
     use meshcall::ui::join::{AudioSource, AuthMode, VideoSource};
-    if args.duration.is_some() || !args.simulate.is_empty() || args.stats_every.is_some() {
-        anyhow::bail!("--duration, --simulate and --stats-every need --headless");
+    if args.duration.is_some()
+        || !args.simulate.is_empty()
+        || args.stats_every.is_some()
+        || args.no_receive
+    {
+        anyhow::bail!("--duration, --simulate, --stats-every and --no-receive need --headless");
     }
     let mut o = meshcall::ui::FormOverrides {
         room: args.room,
