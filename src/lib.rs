@@ -15,8 +15,7 @@
 //! | [`media`] | frames, stamp, synthetic sources, H.264 and Opus codecs (pipelines to come) | CPU only |
 //! | [`headless`] | `meshcall join --headless`: a scriptable peer printing JSON lines | yes |
 //! | [`bench`] | load generators behind `meshcall bench …` | yes |
-//!
-//! Still to come (see the issues): media capture and pipelines, `engine/`, `ui/`.
+//! | [`ui`] | the desktop app (eframe/wgpu): join and call screens, GPU video tiles; drives [`engine`] only through its handle | UI thread only |
 //!
 //! Pure cores take time as an argument and return what to do; thin tokio shells do the IO.
 //! Specifications live in `../shared/spec/` (protocol.md for the wire).
@@ -30,3 +29,4 @@ pub mod media;
 pub mod peer;
 pub mod protocol;
 pub mod server;
+pub mod ui;

@@ -1,5 +1,6 @@
-//! The `meshcall` command line: `serve` runs the signalling server, `token` mints a JWT,
-//! `bench` measures. The flags documented in the README under "CLI contract" are relied on by
+//! The `meshcall` command line: with no command it opens the desktop app; `serve` runs the
+//! signalling server, `token` mints a JWT, `join` opens the app straight into a call (or runs
+//! the scriptable peer with `--headless`), `bench` measures. The flags documented in the README under "CLI contract" are relied on by
 //! outside test harnesses and must stay stable.
 
 use std::path::PathBuf;
@@ -30,7 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Mint a JWT for a peer and print it.
     Token(TokenArgs),
-    /// Join a room as a peer. With --headless: a scriptable peer printing one JSON line per event.
+    /// Join a room: opens the app straight into the call. With --headless: a scriptable peer
+    /// printing one JSON line per event.
     Join(JoinArgs),
     /// Benchmarks that print numbers.
     Bench {
@@ -116,18 +118,22 @@ struct TokenArgs {
 
 #[derive(Args)]
 struct JoinArgs {
-    /// Run without a window and print JSON lines (the only mode until the desktop app lands).
+    /// Run without a window and print JSON lines.
     #[arg(long)]
     headless: bool,
     /// Server origin, e.g. ws://127.0.0.1:9292 (the SDK adds /v1).
     #[arg(long, default_value = "ws://127.0.0.1:9292")]
     server: String,
-    /// Room (channel) to join.
+    /// Room (channel) to join [default: lobby; the app: the last room used].
     #[arg(long)]
-    room: String,
-    /// Display name (peerMetadata.username when minting with --secret).
+    room: Option<String>,
+    /// Display name (peerMetadata.username when minting); required with --headless.
     #[arg(long)]
-    name: String,
+    name: Option<String>,
+    /// Use the server built into meshcall on this machine (started if not running) and mint
+    /// locally; --server is ignored. The app's default when no credential is given.
+    #[arg(long, conflicts_with_all = ["token", "key", "secret"])]
+    this_computer: bool,
     /// A JWT to connect with.
     #[arg(long, conflicts_with_all = ["key", "secret"])]
     token: Option<String>,
@@ -146,18 +152,20 @@ struct JoinArgs {
     /// Restrict ICE to 127.0.0.1 (tests and single-machine demos).
     #[arg(long)]
     loopback_only: bool,
-    /// Video to send: synthetic (stamped test pattern), camera[:ID], screen[:ID] or none.
-    #[arg(long, default_value = "none")]
-    video: String,
-    /// Audio to send: synthetic (440 Hz tone + beeps), mic[:ID] or none.
-    #[arg(long, default_value = "none")]
-    audio: String,
-    /// Video size WIDTHxHEIGHT.
-    #[arg(long, default_value = "640x480")]
-    size: String,
-    /// Video frame rate.
-    #[arg(long, default_value_t = 30.0)]
-    fps: f32,
+    /// Video to send: synthetic (stamped test pattern), camera[:ID], screen[:ID] or none
+    /// [default: none headless; the app: the last choice, else synthetic].
+    #[arg(long)]
+    video: Option<String>,
+    /// Audio to send: synthetic (440 Hz tone + beeps), mic[:ID] or none
+    /// [default: none headless; the app: the last choice, else synthetic].
+    #[arg(long)]
+    audio: Option<String>,
+    /// Video size WIDTHxHEIGHT [default: 640x480 headless; the app: the last choice].
+    #[arg(long)]
+    size: Option<String>,
+    /// Video frame rate [default: 30].
+    #[arg(long)]
+    fps: Option<f32>,
     /// Troubleshooting actions after joining, e.g. drop-signalling@10s, restart-ice@5s,
     /// restart-ice:PEER@5s (repeatable).
     #[arg(long)]
@@ -197,10 +205,14 @@ fn init_logs(filter: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
-        // The desktop app will open here; until it exists, explain what there is.
-        use clap::CommandFactory;
-        let _ = Cli::command().print_help();
-        return ExitCode::SUCCESS;
+        init_logs("warn");
+        return match meshcall::ui::run(meshcall::ui::AppOptions::default()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
     };
     let result = match command {
         Command::Serve(args) => serve(args),
@@ -317,10 +329,19 @@ async fn shutdown_signal() {
 
 fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     use meshcall::headless::{HeadlessAuth, HeadlessOptions};
-    if !args.headless {
-        anyhow::bail!("the desktop app is not built yet: add --headless for the scriptable peer");
-    }
     init_logs(&args.log);
+    if !args.headless {
+        return join_app(args);
+    }
+    if args.this_computer {
+        anyhow::bail!(
+            "--this-computer is for the app; the headless peer takes --token, --key or --secret"
+        );
+    }
+    let Some(name) = args.name.clone() else {
+        anyhow::bail!("--headless needs --name");
+    };
+    let room = args.room.clone().unwrap_or_else(|| "lobby".to_string());
     let auth = match (args.token, args.key, args.secret) {
         (Some(t), _, _) => HeadlessAuth::Token(t),
         (_, Some(k), _) => HeadlessAuth::Key(k),
@@ -340,12 +361,10 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         Some(d) => Some(std::time::Duration::from_secs_f64(d)),
         None => None,
     };
-    let video = parse_video(&args.video)?;
-    let audio = parse_audio(&args.audio)?;
-    let (width, height) = parse_size(&args.size)?;
-    if !(args.fps.is_finite() && (1.0..=60.0).contains(&args.fps)) {
-        anyhow::bail!("--fps must be between 1 and 60");
-    }
+    let video = parse_video(args.video.as_deref().unwrap_or("none"))?;
+    let audio = parse_audio(args.audio.as_deref().unwrap_or("none"))?;
+    let (width, height) = parse_size(args.size.as_deref().unwrap_or("640x480"))?;
+    let fps = check_fps(args.fps.unwrap_or(30.0))?;
     let simulate = args
         .simulate
         .iter()
@@ -357,7 +376,7 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
         }
         s => s.map(std::time::Duration::from_secs_f64),
     };
-    let mut opts = HeadlessOptions::new(&args.server, &args.room, &args.name, auth);
+    let mut opts = HeadlessOptions::new(&args.server, &room, &name, auth);
     opts.peer_id = args.peer_id;
     opts.duration = duration;
     opts.loopback_only = args.loopback_only;
@@ -365,7 +384,7 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     opts.audio = audio;
     opts.width = width;
     opts.height = height;
-    opts.fps = args.fps;
+    opts.fps = fps;
     opts.simulate = simulate;
     opts.stats_interval = stats_interval;
     opts.receive_video = !args.no_receive;
@@ -377,6 +396,85 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(3))
         }
     }
+}
+
+fn check_fps(fps: f32) -> anyhow::Result<f32> {
+    if !(fps.is_finite() && (1.0..=60.0).contains(&fps)) {
+        anyhow::bail!("--fps must be between 1 and 60");
+    }
+    Ok(fps)
+}
+
+/// `meshcall join` without `--headless`: the app, straight into the call. Flags override the
+/// remembered join form for this run (and are remembered afterwards, except credentials).
+fn join_app(args: JoinArgs) -> anyhow::Result<ExitCode> {
+    use meshcall::engine::api::{AudioChoice, VideoChoice};
+    use meshcall::ui::join::{AudioSource, AuthMode, VideoSource};
+    if args.duration.is_some()
+        || !args.simulate.is_empty()
+        || args.stats_every.is_some()
+        || args.no_receive
+    {
+        anyhow::bail!("--duration, --simulate, --stats-every and --no-receive need --headless");
+    }
+    let mut o = meshcall::ui::FormOverrides {
+        room: args.room,
+        name: args.name,
+        loopback_only: args.loopback_only,
+        ..Default::default()
+    };
+    if let Some(t) = args.token {
+        o.mode = Some(AuthMode::Token);
+        o.token = Some(t);
+        o.server = Some(args.server.clone());
+    } else if let Some(k) = args.key {
+        o.mode = Some(AuthMode::PublishableKey);
+        o.key = Some(k);
+        o.server = Some(args.server.clone());
+    } else if let Some(s) = args.secret {
+        let (kid, secret) = s.split_once('=').context("--secret must be KID=SECRET")?;
+        // Minted locally; the form shows it as a key-based join to the given server.
+        o.mode = Some(AuthMode::PublishableKey);
+        o.secret = Some((kid.to_string(), secret.to_string()));
+        o.server = Some(args.server.clone());
+    } else {
+        // --this-computer, or no credential at all: the embedded server.
+        o.mode = Some(AuthMode::ThisComputer);
+        o.room = o.room.or_else(|| Some("lobby".to_string()));
+    }
+    if let Some(v) = &args.video {
+        match parse_video(v)? {
+            VideoChoice::None => o.video = Some(VideoSource::None),
+            VideoChoice::Synthetic => o.video = Some(VideoSource::TestPattern),
+            VideoChoice::Camera(id) => {
+                o.video = Some(VideoSource::Camera);
+                o.camera_id = Some(id);
+            }
+            VideoChoice::Screen(_) => {
+                anyhow::bail!(
+                    "the app shares screens from the call screen; use --video synthetic, camera or none"
+                )
+            }
+        }
+    }
+    if let Some(a) = &args.audio {
+        o.audio = Some(match parse_audio(a)? {
+            AudioChoice::None => AudioSource::None,
+            AudioChoice::Synthetic => AudioSource::TestTone,
+            AudioChoice::Microphone(_) => AudioSource::Microphone,
+        });
+    }
+    if let Some(s) = &args.size {
+        o.size = Some(parse_size(s)?);
+    }
+    if let Some(f) = args.fps {
+        o.fps = Some(check_fps(f)?);
+    }
+    meshcall::ui::run(meshcall::ui::AppOptions {
+        overrides: o,
+        auto_join: true,
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn parse_video(s: &str) -> anyhow::Result<meshcall::engine::api::VideoChoice> {

@@ -103,6 +103,8 @@ struct Inner {
     shared: Mutex<Shared>,
     /// `simulate_drop`: the live connection closes as if the network failed.
     drop_now: tokio::sync::Notify,
+    /// `retry_now`: cut the current reconnect back-off short (the user pressed "retry now").
+    retry_now: tokio::sync::Notify,
 }
 
 /// State visible to API calls. Only short, synchronous critical sections.
@@ -213,6 +215,7 @@ impl SignallingClient {
             origin,
             events: tx,
             drop_now: tokio::sync::Notify::new(),
+            retry_now: tokio::sync::Notify::new(),
             shared: Mutex::new(Shared {
                 state: ClientState::Idle,
                 peer_id: None,
@@ -419,6 +422,16 @@ impl SignallingClient {
     pub fn simulate_drop(&self) {
         if self.state() == ClientState::Connected {
             self.inner().drop_now.notify_one();
+        }
+    }
+
+    /// Ends the wait before the next reconnect attempt now (a "retry now" button): the attempt
+    /// itself, its token and its failure handling are the normal ones, and the back-off
+    /// schedule continues from where it was. No-op unless reconnecting, so a stray press while
+    /// connected cannot shorten a later, legitimate back-off.
+    pub fn retry_now(&self) {
+        if self.state() == ClientState::Reconnecting {
+            self.inner().retry_now.notify_one();
         }
     }
 
@@ -734,7 +747,14 @@ impl Driver {
                 ?delay,
                 "reconnect scheduled"
             );
-            if run_until(&mut self.emitter, &mut self.stop, tokio::time::sleep(delay))
+            let inner = self.inner.clone();
+            let wait = async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = inner.retry_now.notified() => debug!("reconnect now (user asked)"),
+                }
+            };
+            if run_until(&mut self.emitter, &mut self.stop, wait)
                 .await
                 .is_none()
             {

@@ -124,6 +124,9 @@ pub enum Command {
     /// A server-routed chat message to everyone in the room.
     SendChat(String),
     Simulate(Simulation),
+    /// While [`CallState::Reconnecting`]: try the server again now instead of waiting out the
+    /// back-off (the banner's "retry now"). Ignored otherwise.
+    RetryNow,
     /// Start an in-process synthetic participant (moving pattern + tone) in the same room.
     InviteTestParticipant,
 }

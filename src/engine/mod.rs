@@ -705,6 +705,7 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
             }
         }
         Command::Simulate(Simulation::DropSignalling) => c.peer.simulate_signalling_drop(),
+        Command::RetryNow => c.peer.retry_signalling_now(),
         Command::Simulate(Simulation::RestartIce { peer }) => {
             if let Some(p) = c.peer.remote_peer(&peer) {
                 p.restart_ice();

@@ -221,6 +221,12 @@ impl MeteredPeer {
         self.inner.client.simulate_drop();
     }
 
+    /// "Retry now": while signalling is reconnecting, make the next attempt immediately instead
+    /// of after the back-off delay. No-op otherwise.
+    pub fn retry_signalling_now(&self) {
+        self.inner.client.retry_now();
+    }
+
     /// The signalling client underneath (troubleshooting; do not subscribe through it).
     pub fn signalling(&self) -> &SignallingClient {
         &self.inner.client

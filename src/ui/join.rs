@@ -1,0 +1,561 @@
+//! The join screen: where to connect, as whom, and with which sources. [`JoinForm`] is what the
+//! app remembers between runs (eframe persistence); [`JoinForm::to_request`] validates it before
+//! anything is sent, so a typo in the URL is explained here instead of failing inside the SDK.
+
+use eframe::egui::{self, Color32, RichText, Ui};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::api::{AudioChoice, Auth, JoinRequest, VideoChoice};
+
+/// How the user authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AuthMode {
+    /// The embedded server on this machine (no account needed).
+    #[default]
+    ThisComputer,
+    Token,
+    PublishableKey,
+}
+
+/// Which picture to send, as stored (a device id stays a string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum VideoSource {
+    #[default]
+    TestPattern,
+    Camera,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AudioSource {
+    #[default]
+    TestTone,
+    Microphone,
+    None,
+}
+
+/// Send sizes offered in settings (all 16:9 or 4:3, even, within the encoder's range).
+pub const RESOLUTIONS: [(usize, usize); 4] = [(640, 360), (640, 480), (1280, 720), (1920, 1080)];
+
+/// Everything the join screen holds; persisted except the token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JoinForm {
+    pub server: String,
+    pub room: String,
+    pub name: String,
+    pub mode: AuthMode,
+    /// A JWT is a credential that expires: it is not written to disk (see `save`).
+    #[serde(skip)]
+    pub token: String,
+    /// Publishable keys are public by design (they ship in web pages), so they are remembered.
+    pub key: String,
+    pub video: VideoSource,
+    pub camera_id: String,
+    pub audio: AudioSource,
+    pub width: usize,
+    pub height: usize,
+    pub fps: f32,
+    /// A `--secret KID=SECRET` from the command line (never shown, never saved).
+    #[serde(skip)]
+    pub secret: Option<(String, String)>,
+    /// `--loopback-only` from the command line (not remembered).
+    #[serde(skip)]
+    pub loopback_only: bool,
+}
+
+impl Default for JoinForm {
+    fn default() -> Self {
+        JoinForm {
+            server: "ws://127.0.0.1:9292".to_string(),
+            room: "lobby".to_string(),
+            name: String::new(),
+            mode: AuthMode::ThisComputer,
+            token: String::new(),
+            key: String::new(),
+            video: VideoSource::TestPattern,
+            camera_id: "0".to_string(),
+            audio: AudioSource::TestTone,
+            width: 1280,
+            height: 720,
+            fps: 30.0,
+            secret: None,
+            loopback_only: false,
+        }
+    }
+}
+
+/// Why the form cannot be sent yet; shown under the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormError {
+    Server(String),
+    Room(String),
+    Name(String),
+    Credential(String),
+}
+
+impl FormError {
+    pub fn message(&self) -> &str {
+        match self {
+            FormError::Server(m)
+            | FormError::Room(m)
+            | FormError::Name(m)
+            | FormError::Credential(m) => m,
+        }
+    }
+}
+
+/// Checks a signalling URL: `ws://` or `wss://`, a host, no spaces. Returns the URL trimmed
+/// (and without a trailing slash, which the SDK would otherwise double before `/v1`).
+pub fn validate_server_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("Enter the server address, e.g. ws://127.0.0.1:9292".into());
+    }
+    let rest = if let Some(r) = s.strip_prefix("ws://") {
+        r
+    } else if let Some(r) = s.strip_prefix("wss://") {
+        r
+    } else if let Some(r) = s.strip_prefix("https://") {
+        return Err(format!("Use wss://{r} (signalling is a WebSocket)"));
+    } else if let Some(r) = s.strip_prefix("http://") {
+        return Err(format!("Use ws://{r} (signalling is a WebSocket)"));
+    } else {
+        return Err(format!(
+            "The address must start with ws:// or wss://, e.g. ws://{s}"
+        ));
+    };
+    if s.chars().any(char::is_whitespace) {
+        return Err("The address cannot contain spaces".into());
+    }
+    let host_port = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match host_port.rsplit_once(':') {
+        // An IPv6 literal keeps its colons inside brackets.
+        Some((h, port)) if !host_port.ends_with(']') => {
+            if port.parse::<u16>().is_err() {
+                return Err(format!("{port:?} is not a port number (1–65535)"));
+            }
+            h
+        }
+        _ => host_port,
+    };
+    if host.is_empty() {
+        return Err("The address has no host name".into());
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+impl JoinForm {
+    /// The engine request for this form, or the first problem with it.
+    pub fn to_request(&self) -> Result<JoinRequest, FormError> {
+        let room = self.room.trim();
+        if room.is_empty() {
+            return Err(FormError::Room("Enter a room name".into()));
+        }
+        if room.len() > 128 {
+            return Err(FormError::Room(
+                "The room name is too long (128 at most)".into(),
+            ));
+        }
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err(FormError::Name(
+                "Enter your name so others know who you are".into(),
+            ));
+        }
+        let (server, auth) = match self.mode {
+            AuthMode::ThisComputer => (String::new(), Auth::ThisComputer),
+            // A `--secret` from the command line: mint locally for the given server.
+            _ if self.secret.is_some() => {
+                let server = validate_server_url(&self.server).map_err(FormError::Server)?;
+                let (kid, secret) = self.secret.clone().unwrap_or_default();
+                (server, Auth::Secret { kid, secret })
+            }
+            AuthMode::Token => {
+                let server = validate_server_url(&self.server).map_err(FormError::Server)?;
+                let t = self.token.trim();
+                if t.is_empty() {
+                    return Err(FormError::Credential("Paste a token".into()));
+                }
+                if t.split('.').count() != 3 {
+                    return Err(FormError::Credential(
+                        "That does not look like a token (a JWT has three parts separated by dots)"
+                            .into(),
+                    ));
+                }
+                (server, Auth::Token(t.to_string()))
+            }
+            AuthMode::PublishableKey => {
+                let server = validate_server_url(&self.server).map_err(FormError::Server)?;
+                let k = self.key.trim();
+                if k.is_empty() {
+                    return Err(FormError::Credential("Paste a publishable key".into()));
+                }
+                (server, Auth::Key(k.to_string()))
+            }
+        };
+        let mut req = JoinRequest::new(&server, room, name, auth);
+        req.video = match self.video {
+            VideoSource::TestPattern => VideoChoice::Synthetic,
+            VideoSource::Camera => VideoChoice::Camera(self.camera_id.clone()),
+            VideoSource::None => VideoChoice::None,
+        };
+        req.audio = match self.audio {
+            AudioSource::TestTone => AudioChoice::Synthetic,
+            AudioSource::Microphone => AudioChoice::Microphone(None),
+            AudioSource::None => AudioChoice::None,
+        };
+        if (16..=3840).contains(&self.width)
+            && (16..=2160).contains(&self.height)
+            && self.width.is_multiple_of(2)
+            && self.height.is_multiple_of(2)
+        {
+            req.width = self.width;
+            req.height = self.height;
+        }
+        if self.fps.is_finite() && (1.0..=60.0).contains(&self.fps) {
+            req.fps = self.fps;
+        }
+        req.loopback_only = self.loopback_only;
+        Ok(req)
+    }
+
+    /// The join screen. Returns a request when the user pressed Join and the form is valid;
+    /// `error` is the last problem (from validation or from the engine) shown above the button.
+    pub fn ui(
+        &mut self,
+        ui: &mut Ui,
+        error: &mut Option<String>,
+        busy: bool,
+    ) -> Option<JoinRequest> {
+        let mut submit = false;
+        ui.vertical_centered(|ui| {
+            ui.add_space(32.0);
+            ui.heading(RichText::new("meshcall").size(28.0));
+            ui.label("Join a video call");
+            ui.add_space(16.0);
+        });
+        let width = 420.0f32.min(ui.available_width() - 32.0);
+        let margin = ((ui.available_width() - width) / 2.0).max(0.0);
+        ui.horizontal(|ui| {
+            ui.add_space(margin);
+            ui.vertical(|ui| {
+                ui.set_width(width);
+                egui::Grid::new("join_form")
+                    .num_columns(2)
+                    .spacing([12.0, 10.0])
+                    .show(ui, |ui| {
+                        let l = ui.label("Your name");
+                        let r = ui
+                            .add(
+                                egui::TextEdit::singleline(&mut self.name)
+                                    .hint_text("e.g. Ada")
+                                    .desired_width(280.0),
+                            )
+                            .labelled_by(l.id);
+                        submit |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                        ui.end_row();
+
+                        let l = ui.label("Room");
+                        let r = ui
+                            .add(egui::TextEdit::singleline(&mut self.room).desired_width(280.0))
+                            .labelled_by(l.id);
+                        submit |= r.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                        ui.end_row();
+
+                        ui.label("Connect with");
+                        ui.horizontal(|ui| {
+                            ui.selectable_value(&mut self.mode, AuthMode::ThisComputer, "This computer");
+                            ui.selectable_value(&mut self.mode, AuthMode::Token, "Token");
+                            ui.selectable_value(&mut self.mode, AuthMode::PublishableKey, "Publishable key");
+                        });
+                        ui.end_row();
+
+                        if self.mode == AuthMode::ThisComputer {
+                            ui.label("");
+                            ui.weak("Uses the server built into meshcall on this machine\n(started if it is not running). Others on this machine can join.");
+                            ui.end_row();
+                        } else {
+                            let l = ui.label("Server");
+                            ui.add(egui::TextEdit::singleline(&mut self.server).desired_width(280.0))
+                                .labelled_by(l.id);
+                            ui.end_row();
+                            if self.mode == AuthMode::Token {
+                                let l = ui.label("Access token");
+                                ui.add(
+                                    egui::TextEdit::singleline(&mut self.token)
+                                        .password(true)
+                                        .hint_text("eyJ…")
+                                        .desired_width(280.0),
+                                )
+                                .labelled_by(l.id);
+                            } else {
+                                let l = ui.label("Key");
+                                ui.add(
+                                    egui::TextEdit::singleline(&mut self.key)
+                                        .hint_text("pk_…")
+                                        .desired_width(280.0),
+                                )
+                                .labelled_by(l.id);
+                            }
+                            ui.end_row();
+                        }
+
+                        let l = ui.label("Camera");
+                        egui::ComboBox::from_id_salt("join_video")
+                            .selected_text(video_label(self.video))
+                            .show_ui(ui, |ui| {
+                                for v in [VideoSource::TestPattern, VideoSource::Camera, VideoSource::None] {
+                                    ui.selectable_value(&mut self.video, v, video_label(v));
+                                }
+                            })
+.response
+.labelled_by(l.id);
+                        ui.end_row();
+
+                        let l = ui.label("Microphone");
+                        egui::ComboBox::from_id_salt("join_audio")
+                            .selected_text(audio_label(self.audio))
+                            .show_ui(ui, |ui| {
+                                for a in [AudioSource::TestTone, AudioSource::Microphone, AudioSource::None] {
+                                    ui.selectable_value(&mut self.audio, a, audio_label(a));
+                                }
+                            })
+.response
+.labelled_by(l.id);
+                        ui.end_row();
+                    });
+                ui.add_space(12.0);
+                if let Some(e) = error.as_deref() {
+                    ui.colored_label(Color32::from_rgb(255, 120, 110), e);
+                    ui.add_space(8.0);
+                }
+                let join = ui.add_enabled(
+                    !busy,
+                    egui::Button::new(RichText::new(if busy { "Joining…" } else { "Join" }).size(16.0))
+                        .min_size(egui::vec2(width, 32.0)),
+                );
+                submit |= join.clicked();
+            });
+        });
+        if submit && !busy {
+            match self.to_request() {
+                Ok(req) => {
+                    *error = None;
+                    return Some(req);
+                }
+                Err(e) => *error = Some(e.message().to_string()),
+            }
+        }
+        None
+    }
+
+    /// The settings that apply to the next join (sources, send size and rate).
+    pub fn settings_ui(&mut self, ui: &mut Ui) {
+        egui::Grid::new("settings")
+            .num_columns(2)
+            .spacing([12.0, 8.0])
+            .show(ui, |ui| {
+                let l = ui.label("Camera");
+                egui::ComboBox::from_id_salt("set_video")
+                    .selected_text(video_label(self.video))
+                    .show_ui(ui, |ui| {
+                        for v in [
+                            VideoSource::TestPattern,
+                            VideoSource::Camera,
+                            VideoSource::None,
+                        ] {
+                            ui.selectable_value(&mut self.video, v, video_label(v));
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                if self.video == VideoSource::Camera {
+                    let l = ui.label("Camera id");
+                    ui.text_edit_singleline(&mut self.camera_id)
+                        .labelled_by(l.id);
+                    ui.end_row();
+                }
+                let l = ui.label("Microphone");
+                egui::ComboBox::from_id_salt("set_audio")
+                    .selected_text(audio_label(self.audio))
+                    .show_ui(ui, |ui| {
+                        for a in [
+                            AudioSource::TestTone,
+                            AudioSource::Microphone,
+                            AudioSource::None,
+                        ] {
+                            ui.selectable_value(&mut self.audio, a, audio_label(a));
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("Resolution");
+                egui::ComboBox::from_id_salt("set_res")
+                    .selected_text(format!("{}×{}", self.width, self.height))
+                    .show_ui(ui, |ui| {
+                        for (w, h) in RESOLUTIONS {
+                            if ui
+                                .selectable_label(
+                                    (self.width, self.height) == (w, h),
+                                    format!("{w}×{h}"),
+                                )
+                                .clicked()
+                            {
+                                self.width = w;
+                                self.height = h;
+                            }
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("Frame rate");
+                egui::ComboBox::from_id_salt("set_fps")
+                    .selected_text(format!("{} fps", self.fps))
+                    .show_ui(ui, |ui| {
+                        for f in [15.0, 24.0, 30.0] {
+                            ui.selectable_value(&mut self.fps, f, format!("{f} fps"));
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+            });
+    }
+}
+
+fn video_label(v: VideoSource) -> &'static str {
+    match v {
+        VideoSource::TestPattern => "Test pattern (synthetic)",
+        VideoSource::Camera => "Camera",
+        VideoSource::None => "No video",
+    }
+}
+
+fn audio_label(a: AudioSource) -> &'static str {
+    match a {
+        AudioSource::TestTone => "Test tone (synthetic)",
+        AudioSource::Microphone => "Default microphone",
+        AudioSource::None => "No audio",
+    }
+}
+
+/// An engine error in words a user can act on. The engine explains close codes of a call that
+/// was up; a join that fails on the first connect reports only `close code Some(N)` / `None`,
+/// which this turns into the same wording.
+pub fn explain_error(message: &str) -> String {
+    let code = message
+        .split("close code Some(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|c| c.parse::<u16>().ok());
+    if let Some(code) = code {
+        let why = crate::engine::explain_close_code(code);
+        return format!("Could not join{why}.");
+    }
+    if message.contains("close code None") {
+        return "Could not reach the server. Check the address and that the server is running."
+            .to_string();
+    }
+    message.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form() -> JoinForm {
+        JoinForm {
+            name: "Ada".into(),
+            ..JoinForm::default()
+        }
+    }
+
+    #[test]
+    fn urls_are_checked_before_sending() {
+        assert_eq!(
+            validate_server_url(" ws://h:9292/ "),
+            Ok("ws://h:9292".into())
+        );
+        assert!(validate_server_url("wss://calls.example.org").is_ok());
+        assert!(validate_server_url("ws://[::1]:9292").is_ok());
+        assert!(
+            validate_server_url("http://h:1")
+                .unwrap_err()
+                .contains("ws://h:1")
+        );
+        assert!(
+            validate_server_url("https://h")
+                .unwrap_err()
+                .contains("wss://h")
+        );
+        assert!(validate_server_url("h:9292").unwrap_err().contains("ws://"));
+        assert!(validate_server_url("ws://").unwrap_err().contains("host"));
+        assert!(
+            validate_server_url("ws://h:99999")
+                .unwrap_err()
+                .contains("port")
+        );
+        assert!(
+            validate_server_url("ws://a b")
+                .unwrap_err()
+                .contains("spaces")
+        );
+        assert!(validate_server_url("").is_err());
+    }
+
+    #[test]
+    fn form_to_request() {
+        let r = form().to_request().expect("valid");
+        assert_eq!(r.auth, Auth::ThisComputer);
+        assert_eq!(r.room, "lobby");
+        assert_eq!(r.video, VideoChoice::Synthetic);
+        let mut f = form();
+        f.mode = AuthMode::Token;
+        f.server = "localhost:9292".into();
+        assert!(matches!(f.to_request(), Err(FormError::Server(_))));
+        f.server = "ws://localhost:9292".into();
+        assert!(matches!(f.to_request(), Err(FormError::Credential(_))));
+        f.token = "not-a-jwt".into();
+        assert!(matches!(f.to_request(), Err(FormError::Credential(_))));
+        f.token = "a.b.c".into();
+        assert_eq!(
+            f.to_request().expect("ok").auth,
+            Auth::Token("a.b.c".into())
+        );
+        let mut f = form();
+        f.name = "  ".into();
+        assert!(matches!(f.to_request(), Err(FormError::Name(_))));
+        let mut f = form();
+        f.room = String::new();
+        assert!(matches!(f.to_request(), Err(FormError::Room(_))));
+    }
+
+    #[test]
+    fn token_is_not_persisted() {
+        let mut f = form();
+        f.token = "a.b.c".into();
+        f.key = "pk_1".into();
+        let s = serde_json::to_string(&f).expect("ser");
+        assert!(!s.contains("a.b.c"));
+        let back: JoinForm = serde_json::from_str(&s).expect("de");
+        assert_eq!(back.key, "pk_1");
+        assert_eq!(back.token, "");
+        // Older or partial saved state fills in defaults.
+        let partial: JoinForm = serde_json::from_str(r#"{"room":"x"}"#).expect("de");
+        assert_eq!(partial.room, "x");
+        assert_eq!(partial.server, "ws://127.0.0.1:9292");
+    }
+
+    #[test]
+    fn join_errors_in_words() {
+        let m = explain_error("could not join \"r\": connect failed (close code Some(4001))");
+        assert!(m.contains("token was refused"), "{m}");
+        let m = explain_error("could not join \"r\": connect failed (close code None)");
+        assert!(m.contains("Could not reach the server"), "{m}");
+        assert_eq!(explain_error("other"), "other");
+    }
+}

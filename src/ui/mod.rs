@@ -1,0 +1,136 @@
+//! The desktop app (eframe on wgpu). It talks to the call engine only through
+//! [`crate::engine::EngineHandle`] (commands out, events in) and owns the tokio runtime the
+//! engine runs on; no webrtc or async code lives here.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`app`] | the shell: screens, engine link, persistence, settings |
+//! | [`join`] | the join screen and its validation |
+//! | [`call`] | the call screen's model ([`call::CallView`]) and drawing |
+//! | [`layout`] | pure layout/wording rules: grid, spotlight, banner, shortcuts, quality |
+//! | [`video`] | I420 planes → GPU textures → BT.601 WGSL shader via a paint callback |
+
+pub mod app;
+pub mod call;
+pub mod join;
+pub mod layout;
+pub mod video;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use eframe::egui;
+
+use crate::engine::{self, EngineOptions};
+pub use app::{EngineLink, MeshcallApp};
+pub use join::JoinForm;
+
+/// How the app starts.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Values from the command line that override the remembered form.
+    pub overrides: FormOverrides,
+    /// Join immediately (`meshcall join …` without `--headless`).
+    pub auto_join: bool,
+}
+
+/// Join-screen values given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct FormOverrides {
+    pub server: Option<String>,
+    pub room: Option<String>,
+    pub name: Option<String>,
+    pub mode: Option<join::AuthMode>,
+    pub token: Option<String>,
+    pub key: Option<String>,
+    pub secret: Option<(String, String)>,
+    pub video: Option<join::VideoSource>,
+    pub camera_id: Option<String>,
+    pub audio: Option<join::AudioSource>,
+    pub size: Option<(usize, usize)>,
+    pub fps: Option<f32>,
+    /// Restrict ICE to 127.0.0.1 (single-machine demos and tests).
+    pub loopback_only: bool,
+}
+
+impl FormOverrides {
+    /// Applies the command line on top of the remembered values.
+    pub fn apply(&self, f: &mut JoinForm) {
+        let set = |dst: &mut String, v: &Option<String>| {
+            if let Some(v) = v {
+                dst.clone_from(v);
+            }
+        };
+        set(&mut f.server, &self.server);
+        set(&mut f.room, &self.room);
+        set(&mut f.name, &self.name);
+        set(&mut f.token, &self.token);
+        set(&mut f.key, &self.key);
+        set(&mut f.camera_id, &self.camera_id);
+        if let Some(m) = self.mode {
+            f.mode = m;
+        }
+        if self.secret.is_some() {
+            f.secret.clone_from(&self.secret);
+        }
+        if let Some(v) = self.video {
+            f.video = v;
+        }
+        if let Some(a) = self.audio {
+            f.audio = a;
+        }
+        if let Some((w, h)) = self.size {
+            f.width = w;
+            f.height = h;
+        }
+        if let Some(fps) = self.fps {
+            f.fps = fps;
+        }
+        f.loopback_only |= self.loopback_only;
+    }
+}
+
+/// Opens the window and runs until it closes.
+pub fn run(options: AppOptions) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("meshcall-engine")
+        .build()
+        .context("cannot start the async runtime")?;
+    let native = eframe::NativeOptions {
+        renderer: eframe::Renderer::Wgpu,
+        viewport: egui::ViewportBuilder::default()
+            .with_title("meshcall")
+            .with_app_id("meshcall")
+            .with_inner_size([1100.0, 720.0])
+            .with_min_inner_size([640.0, 420.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "meshcall",
+        native,
+        Box::new(move |cc| {
+            match &cc.wgpu_render_state {
+                // eframe's wgpu renderer runs without MSAA unless `multisampling` is set.
+                Some(rs) => video::install(rs, 1),
+                None => tracing::warn!("no wgpu render state: video tiles will stay empty"),
+            }
+            let ctx = cc.egui_ctx.clone();
+            let handle = engine::spawn(
+                rt.handle(),
+                EngineOptions {
+                    notify: Some(Arc::new(move || ctx.request_repaint())),
+                    ..EngineOptions::default()
+                },
+            );
+            let mut form = MeshcallApp::load_form(cc.storage);
+            options.overrides.apply(&mut form);
+            let mut app = MeshcallApp::new(Box::new(handle), form).with_runtime(rt);
+            if options.auto_join {
+                app.join_from_form();
+            }
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
