@@ -6,7 +6,9 @@
 
 use openh264::OpenH264API;
 use openh264::decoder::Decoder;
-use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, RateControlMode, UsageType};
+use openh264::encoder::{
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, RateControlMode, UsageType,
+};
 use openh264::formats::YUVSource;
 
 use super::MediaError;
@@ -55,7 +57,13 @@ impl H264Encoder {
             .bitrate(BitRate::from_bps(settings.bitrate_bps))
             .max_frame_rate(FrameRate::from_hz(settings.fps))
             .usage_type(UsageType::CameraVideoRealTime)
-            .rate_control_mode(RateControlMode::Bitrate);
+            .rate_control_mode(RateControlMode::Bitrate)
+            // Real-time calls: the cheapest search, no background/scene analysis. Measured in
+            // `meshcall bench media` (docs/BENCHMARKS.md): the CPU matters more than the last
+            // dB here, where one core encodes while others decode.
+            .complexity(Complexity::Low)
+            .background_detection(false)
+            .scene_change_detect(false);
         let inner =
             Encoder::with_api_config(OpenH264API::from_source(), config).map_err(h264_err)?;
         // The first frame is a keyframe anyway; asking again is harmless.

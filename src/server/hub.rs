@@ -125,6 +125,10 @@ pub struct Hub {
     channels: HashMap<String, Channel>,
     peers: HashMap<String, BTreeSet<ConnId>>,
     stats: HubStats,
+    /// After `going_away`: connections end because the server is leaving, not because their
+    /// peers left the call, so no presence `left` goes out (the remaining members would tear
+    /// down working P2P calls seconds before everyone reconnects and reconciles).
+    draining: bool,
 }
 
 impl Hub {
@@ -136,6 +140,7 @@ impl Hub {
             channels: HashMap::new(),
             peers: HashMap::new(),
             stats: HubStats::default(),
+            draining: false,
         }
     }
 
@@ -260,6 +265,7 @@ impl Hub {
 
     /// Graceful shutdown, step one: tell everybody when to come back.
     pub fn going_away(&mut self, retry_after_ms: u64, out: &mut Vec<Output>) {
+        self.draining = true;
         let text: Arc<str> = ServerFrame::GoingAway { retry_after_ms }.to_json().into();
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
@@ -768,7 +774,7 @@ impl Hub {
             self.channels.remove(channel);
             return;
         }
-        if left {
+        if left && !self.draining {
             let entry = [PresenceEntry {
                 peer_id: peer_id.to_string(),
                 metadata: None,

@@ -512,6 +512,28 @@ fn concurrent_cap_kick_and_shutdown() {
 }
 
 #[test]
+fn a_draining_server_sends_no_presence_left() {
+    let mut w = World::new(HubConfig::default());
+    let a = w.join(principal("alice", None));
+    let b = w.join(principal("bob", None));
+    let c = w.join(principal("carol", None));
+    for x in [a, b, c] {
+        w.sub(x, "room");
+    }
+    let mut out = Vec::new();
+    w.hub.going_away(1000, &mut out);
+    // bob reconnects early (as told), then the server closes the rest
+    w.hub.disconnect(b, &mut out);
+    w.hub.close_all(CloseCode::GoingAway, &mut out);
+    let presence: Vec<_> = frames(&out)
+        .into_iter()
+        .filter(|(_, f)| f["type"] == "presence")
+        .collect();
+    assert!(presence.is_empty(), "{presence:?}");
+    assert_eq!(w.hub.connection_count(), 0);
+}
+
+#[test]
 fn token_expiry_closes_with_4002() {
     let mut w = World::new(HubConfig::default());
     let a = w.join(principal("alice", None));
