@@ -37,6 +37,9 @@ use common::*;
 /// The two tests start heavy processes; run them one after the other.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The headless peer's display name, which its tile's name tag must show.
+const BOT_NAME: &str = "Synthetic Bot";
+
 const SCREEN_W: u16 = 1280;
 const SCREEN_H: u16 = 720;
 
@@ -370,6 +373,84 @@ fn mean_luma(s: &Shot) -> f64 {
     s.rgb.iter().map(|p| luma(*p)).sum::<f64>() / s.rgb.len().max(1) as f64
 }
 
+/// `text` as the app's name tags draw it (egui's proportional font at 13 points, white, 1 pixel
+/// per point — Xvfb reports no DPI), rendered by egui itself through kittest's headless wgpu
+/// renderer on black. Glyphs are rasterised on the CPU into egui's font atlas and placed on whole
+/// pixels, so the app's window shows the same pixels. Returns (width, height, luma), cropped.
+fn rendered_text(text: &str) -> (usize, usize, Vec<f64>) {
+    use eframe::egui::{Align2, Color32, FontId, pos2, vec2};
+    let owned = text.to_string();
+    let mut h = egui_kittest::Harness::builder()
+        .with_size(vec2(320.0, 40.0))
+        .with_pixels_per_point(1.0)
+        .wgpu()
+        .build_ui(move |ui| {
+            let p = ui.ctx().layer_painter(eframe::egui::LayerId::background());
+            p.rect_filled(ui.ctx().content_rect(), 0.0, Color32::BLACK);
+            p.text(
+                pos2(8.0, 8.0),
+                Align2::LEFT_TOP,
+                &owned,
+                FontId::proportional(13.0),
+                Color32::WHITE,
+            );
+        });
+    h.run_steps(2);
+    let img = h.render().expect("kittest renders the text");
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let l: Vec<f64> = img.pixels().map(|p| luma([p[0], p[1], p[2]])).collect();
+    let lit = |x: usize, y: usize| l[y * w + x] > 20.0;
+    let xs: Vec<usize> = (0..w).filter(|&x| (0..h).any(|y| lit(x, y))).collect();
+    let ys: Vec<usize> = (0..h).filter(|&y| (0..w).any(|x| lit(x, y))).collect();
+    let (x0, x1) = (xs[0], xs[xs.len() - 1] + 1);
+    let (y0, y1) = (ys[0], ys[ys.len() - 1] + 1);
+    let crop = (y0..y1)
+        .flat_map(|y| (x0..x1).map(move |x| (x, y)))
+        .map(|(x, y)| l[y * w + x])
+        .collect();
+    (x1 - x0, y1 - y0, crop)
+}
+
+/// How well `text` (see [`rendered_text`]) reads inside `region` of the screenshot: the best
+/// recall over the positions where it reads as light text on a dark ground. Recall: the share of
+/// the glyphs' solid pixels (≥ 180 in the rendering) that are bright (≥ 170) on screen; a
+/// position counts only if at most 5 % of the pixels between the glyphs (< 26) are bright too
+/// (so a bright patch of video, bright everywhere, matches nothing). White text on a name tag's
+/// darkened pill gives about 1 for its own string; other strings stay well below.
+fn text_match(shot: &Shot, region: Area, text: &str) -> f64 {
+    let (tw, th, t) = rendered_text(text);
+    let solid: Vec<(usize, usize)> = (0..th)
+        .flat_map(|y| (0..tw).map(move |x| (x, y)))
+        .filter(|&(x, y)| t[y * tw + x] >= 180.0)
+        .collect();
+    let gaps: Vec<(usize, usize)> = (0..th)
+        .flat_map(|y| (0..tw).map(move |x| (x, y)))
+        .filter(|&(x, y)| t[y * tw + x] < 26.0)
+        .collect();
+    let bright = |x: usize, y: usize| luma(shot.px(x, y)) >= 170.0;
+    let mut best = 0.0;
+    for oy in region.y0..region.y1.saturating_sub(th) {
+        for ox in region.x0..region.x1.saturating_sub(tw) {
+            let hits = solid
+                .iter()
+                .filter(|&&(x, y)| bright(ox + x, oy + y))
+                .count();
+            let recall = hits as f64 / solid.len().max(1) as f64;
+            if recall <= best {
+                continue;
+            }
+            let spilled = gaps
+                .iter()
+                .filter(|&&(x, y)| bright(ox + x, oy + y))
+                .count();
+            if spilled as f64 <= 0.05 * gaps.len() as f64 {
+                best = recall;
+            }
+        }
+    }
+    best
+}
+
 // ---------------------------------------------------------------------------------------------
 // Processes
 
@@ -658,7 +739,7 @@ async fn series(screen: &Screen, n: usize, gap: Duration) -> Vec<Shot> {
 /// The checks on a tile showing the synthetic pattern: big, colourful, moving, and with a
 /// static white label (the name tag) in its bottom-left corner, which the rest of the picture
 /// does not have.
-fn assert_synthetic_tile(shots: &[Shot], area: Area, what: &str) {
+fn assert_synthetic_tile(shots: &[Shot], area: Area, what: &str, name: &str) {
     assert!(
         area.w() >= 400 && area.h() >= 225,
         "{what}: a large tile, got {area:?}"
@@ -708,6 +789,29 @@ fn assert_synthetic_tile(shots: &[Shot], area: Area, what: &str) {
         text >= 15 && text > 4 * noise.max(1),
         "{what}: a static white label (name tag) in the tile's bottom-left: {text} px vs {noise} px elsewhere"
     );
+    // And it reads "Synthetic Bot": egui's own rendering of the name matches the screen there,
+    // and the fallback name "Anonymous" does not.
+    let search = Area {
+        x0: area.x0,
+        y0: area.y1.saturating_sub(40),
+        x1: area.x0 + 140,
+        y1: area.y1,
+    };
+    let recall = text_match(&shots[0], search, name);
+    let other = text_match(&shots[0], search, "Anonymous");
+    println!(
+        "{what}: \"{name}\" matches the tag: {:.0} % of its glyph pixels; \"Anonymous\" best {:.0} %",
+        recall * 100.0,
+        other * 100.0
+    );
+    assert!(
+        recall >= 0.9,
+        "{what}: the name tag reads \"{name}\" ({recall:.2} of its glyph pixels)"
+    );
+    assert!(
+        other < 0.6,
+        "{what}: a different name does not match ({other:.2})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -739,14 +843,7 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     // The synthetic peer: 16:9 so the video fills its tile (the name tag sits on the video).
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_meshcall"));
     cmd.args(["join", "--headless", "--loopback-only", "--server", &origin])
-        .args([
-            "--room",
-            room,
-            "--name",
-            "Synthetic Bot",
-            "--peer-id",
-            "bot",
-        ])
+        .args(["--room", room, "--name", BOT_NAME, "--peer-id", "bot"])
         .arg("--secret")
         .arg(format!("{KID}={SECRET}"))
         .args(["--video", "synthetic", "--audio", "synthetic"])
@@ -772,7 +869,7 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     for (i, s) in shots.iter().enumerate() {
         s.save(&dir.join(format!("2-video-{i}.png")));
     }
-    assert_synthetic_tile(&shots, area, "synthetic tile");
+    assert_synthetic_tile(&shots, area, "synthetic tile", BOT_NAME);
     let differs = changed_fraction(&alone, &shots[0], whole(&alone));
     println!(
         "{:.0} % of the screen differs from the picture without the peer",
@@ -875,7 +972,7 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     for (i, s) in shots.iter().enumerate() {
         s.save(&dir.join(format!("5-after-{i}.png")));
     }
-    assert_synthetic_tile(&shots, area, "synthetic tile after the drop");
+    assert_synthetic_tile(&shots, area, "synthetic tile after the drop", BOT_NAME);
 
     // The end: SIGTERM closes the window and leaves the call; the bot sees the app go.
     app.terminate().await;
@@ -971,6 +1068,25 @@ async fn app_shows_the_video_of_a_browser_peer() {
     assert!(
         moved.iter().all(|&f| f > 0.002),
         "the browser's video moves in every interval: {moved:?}"
+    );
+    // The tile's name tag (on the letterbox bar beside the 4:3 picture) reads "Browser", the
+    // name in the browser's token.
+    let search = Area {
+        x0: tile.x0,
+        y0: tile.y1.saturating_sub(40),
+        x1: tile.x0 + 140,
+        y1: tile.y1,
+    };
+    let recall = text_match(&shots[0], search, "Browser");
+    let other = text_match(&shots[0], search, "Anonymous");
+    println!(
+        "browser tile: \"Browser\" matches the tag: {:.0} % of its glyph pixels; \"Anonymous\" best {:.0} %",
+        recall * 100.0,
+        other * 100.0
+    );
+    assert!(
+        recall >= 0.9 && other < 0.6,
+        "the browser's name tag reads \"Browser\" ({recall:.2}; \"Anonymous\" {other:.2})"
     );
     println!(
         "app while showing the browser's 640x480 camera: CPU {:.0} % of one core, RSS {:.0} MiB",
