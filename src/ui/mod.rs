@@ -115,6 +115,7 @@ pub fn run(options: AppOptions) -> anyhow::Result<()> {
                 Some(rs) => video::install(rs, 1),
                 None => tracing::warn!("no wgpu render state: video tiles will stay empty"),
             }
+            rt.spawn(close_on_signal(cc.egui_ctx.clone()));
             let ctx = cc.egui_ctx.clone();
             let handle = engine::spawn(
                 rt.handle(),
@@ -133,4 +134,40 @@ pub fn run(options: AppOptions) -> anyhow::Result<()> {
         }),
     )
     .map_err(|e| anyhow::anyhow!("cannot open the window: {e}"))
+}
+
+/// Closes the window on SIGTERM or SIGINT as if the user had closed it, so the app leaves the
+/// call cleanly (peers see a departure, not a timeout) and saves its form before exiting with
+/// status 0. Without this a `kill` or Ctrl-C in the launching terminal ends the process on the
+/// spot. A second signal exits at once, for a UI that no longer draws frames.
+async fn close_on_signal(ctx: egui::Context) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot watch SIGTERM/SIGINT: a kill will not leave the call cleanly");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received: closing the window");
+        ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        ctx.request_repaint();
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        std::process::exit(130);
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+        ctx.request_repaint();
+    }
 }

@@ -79,6 +79,28 @@ impl JsonLinesPeer {
         }
     }
 
+    /// Every line received so far, without waiting (takes in what has arrived since the last
+    /// call); for harnesses that watch something else (the screen) while the peer runs.
+    pub fn poll(&mut self) -> &[Value] {
+        while let Ok(v) = self.lines.try_recv() {
+            self.seen.push(v);
+        }
+        &self.seen
+    }
+
+    /// The child's process id (None once it has been reaped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits up to `secs` for the process to exit; None if it is still running.
+    pub async fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
     /// One JSON command on stdin.
     pub async fn command(&mut self, v: Value) {
         if let Some(stdin) = self.child.stdin.as_mut() {
