@@ -14,11 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use meshcall::media::MediaError;
-use meshcall::media::audio::dominant_frequency;
+use meshcall::media::audio::{OpusEncoder, dominant_frequency};
 use meshcall::media::devices::{
     MicrophoneSource, SourceChoice, SpeakerSink, audio_sinks, audio_sources, list_microphones,
     list_speakers,
 };
+use meshcall::media::receive::Mixer;
 use meshcall::media::source::{AUDIO_FRAME, AudioSink, AudioSource};
 
 struct Pulse {
@@ -240,6 +241,69 @@ fn tone_played_to_the_null_sink_is_recorded_from_its_monitor() {
     assert!((pitch - 440.0).abs() <= 5.0, "recorded pitch {pitch:.2} Hz");
     assert!(level > 0.2 && level < 0.5, "recorded level rms {level:.3}");
     drop(speaker);
+
+    // The receive side end to end: a remote 660 Hz tone arrives as Opus packets (20 ms, real
+    // time), goes through the jitter buffer and the mixer's playout thread to the speaker, and
+    // is recorded back from the monitor at its pitch.
+    let (mixer, playout) = Mixer::start(Box::new(
+        SpeakerSink::open(None).expect("open default speaker"),
+    ))
+    .expect("mixer");
+    let input = mixer.add_input().expect("mixer input");
+    let feeder = {
+        let mixer = mixer.clone();
+        std::thread::spawn(move || {
+            let mut enc = OpusEncoder::new(32_000).expect("opus");
+            let mut n = 0u64;
+            let t0 = Instant::now();
+            for seq in 0..125u16 {
+                let pcm: Vec<f32> = (0..AUDIO_FRAME)
+                    .map(|_| {
+                        let t = n as f64 / 48_000.0;
+                        n += 1;
+                        (0.5 * (2.0 * std::f64::consts::PI * 660.0 * t).sin()) as f32
+                    })
+                    .collect();
+                let packet = enc.encode(&pcm).expect("encode");
+                mixer.push(input, seq, bytes::Bytes::from(packet));
+                // the network's pace: one packet every 20 ms
+                let due = t0 + Duration::from_millis(20 * (u64::from(seq) + 1));
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        })
+    };
+    let mut remote = Vec::new();
+    for _ in 0..150 {
+        remote.extend(mic.next_frame().expect("record"));
+    }
+    feeder.join().expect("feeder");
+    mixer.stop();
+    let _ = playout.join();
+    let loud: Vec<usize> = remote
+        .chunks(AUDIO_FRAME)
+        .enumerate()
+        .filter(|(_, c)| rms(c) > 0.05)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        loud.len() >= 80,
+        "only {} of 150 recorded frames carry the decoded remote tone",
+        loud.len()
+    );
+    let mid = loud[loud.len() / 2];
+    let start = mid.saturating_sub(20) * AUDIO_FRAME;
+    let segment = &remote[start..(start + 38_400).min(remote.len())];
+    let pitch = dominant_frequency(segment, 48_000);
+    eprintln!(
+        "decoded remote tone recorded at {pitch:.2} Hz over {} loud frames",
+        loud.len()
+    );
+    assert!(
+        (pitch - 660.0).abs() <= 5.0,
+        "decoded remote tone at {pitch:.2} Hz"
+    );
 
     // The server dying is DeviceLost within the 2 s timeout, not a hang.
     pulse.kill();
