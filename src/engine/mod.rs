@@ -487,62 +487,32 @@ async fn join(
         .map_err(|e| e.to_string())?;
     // Sources first: a missing device is reported and the call goes on without it.
     let spec_stream = format!("camera-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let camera = match open_video(&req.video, req.width, req.height, req.fps) {
-        Ok(Some(src)) => match VideoSender::start(
-            src,
-            TrackSpec::unique("camera-video", &spec_stream),
-            VideoSendSettings {
-                encoder: crate::media::h264::EncoderSettings {
-                    bitrate_bps: req.bitrate_bps,
-                    fps: req.fps,
+    let camera = open_video(&req.video, req.width, req.height, req.fps).and_then(|src| {
+        src.map(|src| {
+            VideoSender::start(
+                src,
+                TrackSpec::unique("camera-video", &spec_stream),
+                VideoSendSettings {
+                    encoder: crate::media::h264::EncoderSettings {
+                        bitrate_bps: req.bitrate_bps,
+                        fps: req.fps,
+                    },
+                    ..VideoSendSettings::default()
                 },
-                ..VideoSendSettings::default()
-            },
-        ) {
-            Ok(v) => Some(Arc::new(v)),
-            Err(e) => {
-                out.call(Event::Error {
-                    message: format!("camera: {e}"),
-                    fatal: false,
-                })
-                .await;
-                None
-            }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            out.call(Event::Error {
-                message: format!("camera: {e}"),
-                fatal: false,
-            })
-            .await;
-            None
-        }
-    };
-    let mic = match open_audio(&req.audio) {
-        Ok(Some(src)) => {
-            match AudioSender::start(src, TrackSpec::unique("camera-audio", &spec_stream), 32_000) {
-                Ok(a) => Some(Arc::new(a)),
-                Err(e) => {
-                    out.call(Event::Error {
-                        message: format!("microphone: {e}"),
-                        fatal: false,
-                    })
-                    .await;
-                    None
-                }
-            }
-        }
-        Ok(None) => None,
-        Err(e) => {
-            out.call(Event::Error {
-                message: format!("microphone: {e}"),
-                fatal: false,
-            })
-            .await;
-            None
-        }
-    };
+            )
+            .map(Arc::new)
+        })
+        .transpose()
+    });
+    let camera = report_device_error(out, "camera", camera).await;
+    let mic = open_audio(&req.audio).and_then(|src| {
+        src.map(|src| {
+            AudioSender::start(src, TrackSpec::unique("camera-audio", &spec_stream), 32_000)
+                .map(Arc::new)
+        })
+        .transpose()
+    });
+    let mic = report_device_error(out, "microphone", mic).await;
     let sink = match open_speaker(&req.speaker) {
         Ok(s) => s,
         Err(e) => {
@@ -606,6 +576,25 @@ async fn join(
     .await;
     info!(room = %req.room, "joined");
     Ok(call)
+}
+
+/// A device that fails is reported (not fatal) and the call goes on without it.
+async fn report_device_error<T>(
+    out: &Out,
+    what: &str,
+    r: Result<Option<T>, MediaError>,
+) -> Option<T> {
+    match r {
+        Ok(v) => v,
+        Err(e) => {
+            out.call(Event::Error {
+                message: format!("{what}: {e}"),
+                fatal: false,
+            })
+            .await;
+            None
+        }
+    }
 }
 
 fn status_message(c: &Call) -> Value {
