@@ -45,21 +45,54 @@ pub enum SimulationAction {
     DropSignalling,
     /// ICE restart on one peer, or on every peer when `None`.
     RestartIce(Option<String>),
+    /// Drop all traffic to and from one peer (every peer when `None`) for a while.
+    BlackholeMedia {
+        peer: Option<String>,
+        duration: Duration,
+    },
 }
 
-/// Parses `drop-signalling@10s`, `restart-ice@5s`, `restart-ice:bob-1a2b@2.5s`.
-pub fn parse_simulation(s: &str) -> Result<ScheduledSimulation, String> {
-    let (what, at) = s
-        .split_once('@')
-        .ok_or_else(|| format!("{s:?}: expected ACTION@SECONDS, e.g. drop-signalling@10s"))?;
-    let secs: f64 = at
+/// How long `blackhole-media@T` lasts when no `/SECONDS` is given.
+pub const DEFAULT_BLACKHOLE: Duration = Duration::from_secs(10);
+
+fn parse_seconds(s: &str, what: &str) -> Result<Duration, String> {
+    let secs: f64 = what
         .trim_end_matches('s')
         .parse()
-        .map_err(|_| format!("{s:?}: {at:?} is not a number of seconds"))?;
+        .map_err(|_| format!("{s:?}: {what:?} is not a number of seconds"))?;
     if !(secs.is_finite() && (0.0..=86_400.0).contains(&secs)) {
-        return Err(format!("{s:?}: the time must be between 0 and 86400 s"));
+        return Err(format!("{s:?}: times must be between 0 and 86400 s"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `drop-signalling@10s`, `restart-ice@5s`, `restart-ice:bob-1a2b@2.5s`,
+/// `blackhole-media@10s` (for [`DEFAULT_BLACKHOLE`]) and `blackhole-media:bob-1a2b@10s/8s`
+/// (at 10 s, for 8 s).
+pub fn parse_simulation(s: &str) -> Result<ScheduledSimulation, String> {
+    let (what, when) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{s:?}: expected ACTION@SECONDS, e.g. drop-signalling@10s"))?;
+    let (at, length) = match when.split_once('/') {
+        Some((at, length)) => (at, Some(parse_seconds(s, length)?)),
+        None => (when, None),
+    };
+    let at = parse_seconds(s, at)?;
+    let blackhole = |peer: Option<&str>| SimulationAction::BlackholeMedia {
+        peer: peer.map(str::to_string),
+        duration: length.unwrap_or(DEFAULT_BLACKHOLE),
+    };
+    if length.is_some() && !what.starts_with("blackhole-media") {
+        return Err(format!(
+            "{s:?}: only blackhole-media takes a /SECONDS length"
+        ));
+    }
+    if length.is_some_and(|l| l.is_zero()) {
+        return Err(format!("{s:?}: a blackhole needs a length above 0 s"));
     }
     let action = match what.split_once(':') {
+        None if what == "blackhole-media" => blackhole(None),
+        Some(("blackhole-media", peer)) if !peer.is_empty() => blackhole(Some(peer)),
         None if what == "drop-signalling" => SimulationAction::DropSignalling,
         None if what == "restart-ice" => SimulationAction::RestartIce(None),
         Some(("restart-ice", peer)) if !peer.is_empty() => {
@@ -67,14 +100,12 @@ pub fn parse_simulation(s: &str) -> Result<ScheduledSimulation, String> {
         }
         _ => {
             return Err(format!(
-                "{s:?}: unknown action (drop-signalling, restart-ice[:PEER])"
+                "{s:?}: unknown action (drop-signalling, restart-ice[:PEER], \
+                 blackhole-media[:PEER][/SECONDS])"
             ));
         }
     };
-    Ok(ScheduledSimulation {
-        at: Duration::from_secs_f64(secs),
-        action,
-    })
+    Ok(ScheduledSimulation { at, action })
 }
 
 #[derive(Debug, Clone)]
@@ -320,6 +351,16 @@ pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
                                 let _ = cmd.send(Command::Simulate(Simulation::RestartIce { peer: p })).await;
                             }
                         }
+                        SimulationAction::BlackholeMedia { peer, duration } => {
+                            let targets: Vec<String> = match peer {
+                                Some(p) => vec![p.clone()],
+                                None => peer_states.keys().cloned().collect(),
+                            };
+                            for p in targets {
+                                print(json!({"event":"simulate","action":"blackhole-media","peer":p,"seconds":duration.as_secs_f64()}));
+                                let _ = cmd.send(Command::Simulate(Simulation::BlackholeMedia { peer: p, duration: *duration })).await;
+                            }
+                        }
                     }
                 }
             }
@@ -366,7 +407,28 @@ mod tests {
             parse_simulation("restart-ice@0s").map(|s| s.action),
             Ok(SimulationAction::RestartIce(None))
         );
+        assert_eq!(
+            parse_simulation("blackhole-media@10s").map(|s| s.action),
+            Ok(SimulationAction::BlackholeMedia {
+                peer: None,
+                duration: DEFAULT_BLACKHOLE
+            })
+        );
+        assert_eq!(
+            parse_simulation("blackhole-media:bob-12@3s/8.5s"),
+            Ok(ScheduledSimulation {
+                at: Duration::from_secs(3),
+                action: SimulationAction::BlackholeMedia {
+                    peer: Some("bob-12".into()),
+                    duration: Duration::from_millis(8500)
+                }
+            })
+        );
         for bad in [
+            "blackhole-media@1s/0",
+            "blackhole-media@1s/x",
+            "drop-signalling@1s/5s",
+            "blackhole-media:@1s",
             "drop-signalling",
             "x@1s",
             "restart-ice:@1",

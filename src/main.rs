@@ -167,7 +167,7 @@ struct JoinArgs {
     #[arg(long)]
     fps: Option<f32>,
     /// Troubleshooting actions after joining, e.g. drop-signalling@10s, restart-ice@5s,
-    /// restart-ice:PEER@5s (repeatable).
+    /// restart-ice:PEER@5s, blackhole-media:PEER@10s/8s (at 10 s, for 8 s; repeatable).
     #[arg(long)]
     simulate: Vec<String>,
     /// Print a `stats` line every N seconds.

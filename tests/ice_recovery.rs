@@ -188,3 +188,80 @@ async fn ice_ladder_recovers_and_reports_exhaustion_once() {
     a.close().await;
     b.close().await;
 }
+
+/// The Troubleshoot "blackhole media" action, in process and without a firewall: a's
+/// connection to b drops every packet for 2 s, so a↔b go `reconnecting` on both sides and
+/// recover through the ladder once it ends, while a↔c (another connection of the same
+/// process) stays `connected` throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholing_one_peer_takes_only_that_connection_down_and_it_recovers() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let a = peer(&origin, "bh-a");
+    let b = peer(&origin, "bh-b");
+    let c = peer(&origin, "bh-c");
+    for p in [&a, &b, &c] {
+        p.join("blackhole", false).await.expect("join");
+    }
+    let known = |p: &MeteredPeer, id: &str| {
+        let p = p.clone();
+        let id = id.to_string();
+        async move {
+            tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if let Some(r) = p.remote_peer(&id) {
+                        return r;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("peer known")
+        }
+    };
+    let ab = known(&a, "bh-b").await;
+    let ac = known(&a, "bh-c").await;
+    // Nothing is negotiated until there is something to carry: a data channel each.
+    for r in [&ab, &ac] {
+        let dc = r.create_data_channel("probe", None).await.expect("dc");
+        tokio::time::timeout(Duration::from_secs(10), dc.wait_open())
+            .await
+            .expect("open in time")
+            .expect("open");
+    }
+    let ba = known(&b, "bh-a").await;
+    for r in [&ab, &ac, &ba] {
+        wait_for(r, PeerConnectionState::Connected, 10).await;
+    }
+    let mut ac_changes = ac.state_changes();
+
+    assert!(!ab.media_blackholed());
+    ab.blackhole_media(Duration::from_secs(2));
+    assert!(ab.media_blackholed());
+    wait_for(&ab, PeerConnectionState::Reconnecting, 10).await;
+    wait_for(&ba, PeerConnectionState::Reconnecting, 10).await;
+    wait_for(&ab, PeerConnectionState::Connected, 20).await;
+    wait_for(&ba, PeerConnectionState::Connected, 20).await;
+    assert!(!ab.media_blackholed());
+
+    // The same RemotePeer objects recovered in place, and the untouched connection never left
+    // `connected`.
+    assert_eq!(a.remote_peer("bh-b").as_ref(), Some(&ab));
+    assert_eq!(ac.state(), PeerConnectionState::Connected);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), ac_changes.next())
+            .await
+            .is_err(),
+        "a↔c changed state while a↔b was blackholed"
+    );
+
+    // And traffic flows again: a data channel opens across the recovered connection.
+    let dc = ab.create_data_channel("after", None).await.expect("dc");
+    tokio::time::timeout(Duration::from_secs(10), dc.wait_open())
+        .await
+        .expect("open in time")
+        .expect("open");
+    for p in [&a, &b, &c] {
+        p.close().await;
+    }
+}

@@ -110,6 +110,9 @@ pub enum Simulation {
     DropSignalling,
     /// Force an ICE restart on one peer.
     RestartIce { peer: String },
+    /// Drop every packet to and from one peer for a while (its connection goes
+    /// `reconnecting`, then recovers through the ICE-restart ladder).
+    BlackholeMedia { peer: String, duration: Duration },
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -13,6 +13,7 @@
 //! - `{"type":"meshcall-chat","text":"…"}` — chat, at most 2 000 characters.
 
 pub mod api;
+pub mod departures;
 pub mod local;
 
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ use crate::peer::{
     PeerSettings, RemotePeer, RemoteTrack,
 };
 use api::*;
+use departures::{Departures, LeftDecision, REJOIN_GRACE};
 
 /// Longest chat message accepted (characters).
 pub const MAX_CHAT_CHARS: usize = 2_000;
@@ -700,6 +702,21 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
                 p.restart_ice();
             }
         }
+        Command::Simulate(Simulation::BlackholeMedia { peer, duration }) => {
+            match c.peer.remote_peer(&peer) {
+                Some(p) => {
+                    info!(peer = %peer, secs = duration.as_secs_f64(), "blackholing media (troubleshooting)");
+                    p.blackhole_media(duration);
+                }
+                None => {
+                    out.call(Event::Error {
+                        message: format!("blackhole: nobody called {peer:?} is in the call"),
+                        fatal: false,
+                    })
+                    .await
+                }
+            }
+        }
         Command::InviteTestParticipant => {
             let mut req = c.req.clone();
             req.name = format!("Test participant {}", c.guests.len() + 1);
@@ -732,6 +749,14 @@ async fn leave(c: Call, out: &Out) {
     for g in &c.guests {
         g.send(Command::Leave);
     }
+    // Say goodbye first, so the others remove us at once instead of waiting for us to come
+    // back (see `departures`). Server-routed and acknowledged, so it arrives before our
+    // presence `left`; bounded, because a dead server must not hold up leaving.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        c.peer.send(json!({"type": "meshcall-bye"})),
+    )
+    .await;
     c.peer.close().await;
     if let Some(v) = &c.media.camera {
         v.stop_shared();
@@ -753,9 +778,17 @@ async fn leave(c: Call, out: &Out) {
     out.call(Event::Left).await;
 }
 
+/// Drops everything received from a peer that is gone.
+fn forget_remote_media(remote: &Mutex<RemoteMedia>, id: &str) {
+    let mut m = lock(remote);
+    m.video.retain(|(p, _), _| p != id);
+    m.audio.retain(|(p, _), _| p != id);
+}
+
 /// Turns MeteredPeer events into engine events.
 fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
     let peer = c.peer.clone();
+    let departures = Arc::new(Mutex::new(Departures::new(REJOIN_GRACE)));
     {
         let mut states = peer.state_changes();
         let out = out.clone();
@@ -819,10 +852,22 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
     {
         let mut data = peer.on_data();
         let out = out.clone();
+        let departures = departures.clone();
+        let remote_media = c.media.remote.clone();
         tokio::spawn(async move {
             while let Some(d) = data.next_item().await {
                 match d.data.get("type").and_then(Value::as_str) {
+                    Some("meshcall-bye") => {
+                        // Usually before its presence `left`; if that was handled first, the
+                        // peer is lingering and goes now.
+                        let lingering = lock(&departures).saw_bye(&d.from);
+                        if lingering {
+                            forget_remote_media(&remote_media, &d.from);
+                            out.call(Event::PeerLeft { id: d.from.clone() }).await;
+                        }
+                    }
                     Some("meshcall-status") => {
+                        lock(&departures).saw_status(&d.from);
                         let b = |k: &str| d.data.get(k).and_then(Value::as_bool).unwrap_or(false);
                         out.call(Event::RemoteStatus {
                             peer: d.from.clone(),
@@ -864,17 +909,37 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
         let mut left = peer.on_peer_left();
         let out = out.clone();
         let remote_media = c.media.remote.clone();
+        let departures = departures.clone();
         tokio::spawn(async move {
             while let Some(r) = left.next_item().await {
-                {
-                    let mut m = lock(&remote_media);
-                    m.video.retain(|(p, _), _| p != r.id());
-                    m.audio.retain(|(p, _), _| p != r.id());
+                let id = r.id().to_string();
+                let decision = lock(&departures).left(&id, Instant::now());
+                match decision {
+                    LeftDecision::Gone => {
+                        forget_remote_media(&remote_media, &id);
+                        out.call(Event::PeerLeft { id }).await;
+                    }
+                    LeftDecision::Linger { until } => {
+                        info!(peer = %id, "peer left without a goodbye; waiting for it to come back");
+                        out.call(Event::PeerConnection {
+                            id,
+                            state: PeerConnectionState::Reconnecting,
+                        })
+                        .await;
+                        let (out, remote_media, departures) =
+                            (out.clone(), remote_media.clone(), departures.clone());
+                        tokio::spawn(async move {
+                            tokio::time::sleep(until.saturating_duration_since(Instant::now()))
+                                .await;
+                            let gone = lock(&departures).expire(Instant::now());
+                            for id in gone {
+                                info!(peer = %id, "peer did not come back");
+                                forget_remote_media(&remote_media, &id);
+                                out.call(Event::PeerLeft { id }).await;
+                            }
+                        });
+                    }
                 }
-                out.call(Event::PeerLeft {
-                    id: r.id().to_string(),
-                })
-                .await;
             }
         });
     }
@@ -888,9 +953,13 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
         status: (c.mic_muted.clone(), c.camera_off.clone()),
         headless,
         receive_video: c.req.receive_video,
+        departures,
     };
     tokio::spawn(async move {
         while let Some(r) = joined.next_item().await {
+            if lock(&ctx.departures).joined(r.id()) {
+                info!(peer = %r.id(), "peer came back");
+            }
             ctx.out
                 .call(Event::PeerJoined {
                     id: r.id().to_string(),
@@ -913,6 +982,7 @@ struct PeerCtx {
     status: (Arc<AtomicBool>, Arc<AtomicBool>),
     headless: bool,
     receive_video: bool,
+    departures: Arc<Mutex<Departures>>,
 }
 
 /// A close code in words, for the error banner.
@@ -1015,12 +1085,16 @@ async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
         })
         .await;
     while let Some(c) = states.next_item().await {
-        ctx.out
-            .call(Event::PeerConnection {
-                id: id.clone(),
-                state: c.to,
-            })
-            .await;
+        // A peer waiting to come back stays "reconnecting", not "closed".
+        let quiet = c.to == PeerConnectionState::Closed && lock(&ctx.departures).is_lingering(&id);
+        if !quiet {
+            ctx.out
+                .call(Event::PeerConnection {
+                    id: id.clone(),
+                    state: c.to,
+                })
+                .await;
+        }
         if c.to == PeerConnectionState::Connected
             && c.from == PeerConnectionState::Reconnecting
             && opener

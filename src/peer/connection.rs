@@ -39,7 +39,7 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::error::{PeerError, scrub};
 use super::ladder::{IceLadder, LadderAction};
 use super::negotiation::{OfferDecision, WatchdogAction, Watchdogs, accept_answer, decide_offer};
-use super::runtime::ClampedRuntime;
+use super::runtime::{ClampedRuntime, NetworkGate};
 use super::settings::PeerSettings;
 use super::signals::{
     Candidate, MAX_CANDIDATE_LEN, MAX_CANDIDATES_PER_DESCRIPTION, MsidEntry, SdpKind,
@@ -143,6 +143,8 @@ pub(crate) struct ConnectionParams {
     pub(crate) generation: u64,
     pub(crate) ice_servers: Vec<IceServer>,
     pub(crate) settings: Arc<PeerSettings>,
+    /// The peer's traffic switch (Troubleshoot: blackhole media), shared by all generations.
+    pub(crate) gate: Arc<NetworkGate>,
     /// Outbound signalling payloads for `send(remote_id, …)`, in order.
     pub(crate) signals: mpsc::Sender<Value>,
     /// Events for the RemotePeer: (generation, event).
@@ -350,6 +352,7 @@ fn register_call_codecs(me: &mut MediaEngine) -> Result<(), webrtc::error::Error
 async fn build_pc(
     settings: &PeerSettings,
     ice_servers: &[IceServer],
+    gate: Arc<NetworkGate>,
     handler: Arc<Forwarder>,
 ) -> Result<Arc<dyn PeerConnection>, PeerError> {
     let se = SettingEngineBuilder::new()
@@ -392,7 +395,9 @@ async fn build_pc(
         .with_media_engine(me)
         .with_interceptor_registry(registry)
         .with_handler(handler)
-        .with_runtime(Arc::new(ClampedRuntime::new(settings.driver_clamp)))
+        .with_runtime(Arc::new(
+            ClampedRuntime::new(settings.driver_clamp).with_gate(gate),
+        ))
         .with_udp_addrs(settings.udp_bind.clone())
         .with_data_channel_send_buffer_limit(settings.data_channel_send_buffer)
         .build()
@@ -405,7 +410,13 @@ async fn build_pc(
 pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, PeerError> {
     let (pc_tx, pc_rx) = mpsc::channel(1024);
     let handler = Arc::new(Forwarder { tx: pc_tx });
-    let pc = build_pc(&params.settings, &params.ice_servers, handler).await?;
+    let pc = build_pc(
+        &params.settings,
+        &params.ice_servers,
+        params.gate.clone(),
+        handler,
+    )
+    .await?;
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let handle = ConnectionHandle {
         generation: params.generation,

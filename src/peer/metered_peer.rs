@@ -795,6 +795,7 @@ impl MeteredPeer {
             generation: peer.next_generation(),
             ice_servers,
             settings: self.inner.settings.clone(),
+            gate: peer.inner.gate.clone(),
             signals: sig_tx,
             events: peer.inner.conn_events.clone(),
         })

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +18,7 @@ use super::connection::{Command, ConnEvent, ConnectionHandle, InboundSignal};
 use super::data_channel::DataChannel;
 use super::error::{PeerError, PeerEventError};
 use super::events::{Emitter, EventStream};
+use super::runtime::NetworkGate;
 use super::signals::{MsidEntry, TrackMeta};
 use super::state::{PeerConnectionState, StateChange, next_state};
 use crate::client::SignallingClient;
@@ -163,6 +165,8 @@ pub(crate) struct RemoteInner {
     streams: Mutex<StreamAccounting>,
     /// Data channels the remote opened on the current connection (cleared on swap and close).
     channels: Mutex<Vec<DataChannel>>,
+    /// Drops this peer's UDP traffic while closed (troubleshooting), across generations.
+    pub(crate) gate: Arc<NetworkGate>,
     pub(crate) ev: Emitters,
     /// Every connection generation reports here.
     pub(crate) conn_events: mpsc::Sender<(u64, ConnEvent)>,
@@ -216,6 +220,7 @@ impl RemotePeer {
             }),
             streams: Mutex::new(StreamAccounting::default()),
             channels: Mutex::new(Vec::new()),
+            gate: Arc::new(NetworkGate::default()),
             ev: Emitters {
                 state: Emitter::new(capacity),
                 tracks: Emitter::new(capacity),
@@ -302,6 +307,19 @@ impl RemotePeer {
         if let Some(h) = self.handle() {
             h.command(Command::RestartIce);
         }
+    }
+
+    /// Troubleshooting: silently drops every datagram to and from this peer for `duration`
+    /// (media, data channels and ICE consent alike), as if the path went dark. ICE notices after
+    /// `PeerSettings::ice_disconnected`, the state goes `reconnecting`, and the ICE-restart ladder
+    /// recovers the call once the blackhole ends. Signalling is untouched. Zero ends it early.
+    pub fn blackhole_media(&self, duration: Duration) {
+        self.inner.gate.close_for(Instant::now(), duration);
+    }
+
+    /// Whether [`Self::blackhole_media`] is dropping this peer's traffic right now.
+    pub fn media_blackholed(&self) -> bool {
+        self.inner.gate.is_closed(Instant::now())
     }
 
     /// The streams live right now (this connection generation), for a subscriber that came late

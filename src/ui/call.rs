@@ -146,6 +146,8 @@ pub struct CallView {
     pub show_stats: bool,
     pub show_chat: bool,
     chat_input: String,
+    /// Troubleshoot: how long "blackhole media" lasts, in seconds.
+    blackhole_secs: u32,
     /// Events seen with no UI time yet (applied before the first frame).
     now: f64,
 }
@@ -174,6 +176,7 @@ impl CallView {
             show_stats: false,
             show_chat: false,
             chat_input: String::new(),
+            blackhole_secs: 10,
             now: 0.0,
         }
     }
@@ -543,6 +546,37 @@ impl CallView {
                         if ui.button(label).clicked() {
                             actions.push(CallAction::Send(Command::Simulate(
                                 Simulation::RestartIce { peer: id.clone() },
+                            )));
+                            ui.close();
+                        }
+                    }
+                    ui.separator();
+                    ui.horizontal(|ui| {
+                        ui.label("Blackhole media for");
+                        ui.add(
+                            egui::DragValue::new(&mut self.blackhole_secs)
+                                .range(1..=120)
+                                .suffix(" s"),
+                        );
+                        ui.label("on:");
+                    });
+                    if self.peers.is_empty() {
+                        ui.weak("(nobody else is here)");
+                    }
+                    for (id, p) in &self.peers {
+                        if ui
+                            .button(format!("{} ", p.name))
+                            .on_hover_text(
+                                "Drops every packet to and from this peer; its tile should show \
+                                 the reconnecting spinner, then recover",
+                            )
+                            .clicked()
+                        {
+                            actions.push(CallAction::Send(Command::Simulate(
+                                Simulation::BlackholeMedia {
+                                    peer: id.clone(),
+                                    duration: Duration::from_secs(u64::from(self.blackhole_secs)),
+                                },
                             )));
                             ui.close();
                         }

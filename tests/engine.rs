@@ -1,0 +1,364 @@
+//! The call engine against a real server with real peer connections (loopback only): what the
+//! UI is told when other participants drop their signalling, leave, or are blackholed.
+//!
+//! Run inside a loopback-only network namespace (scripts/test does).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use meshcall::client::{ClientOptions, Credential};
+use meshcall::engine::api::{
+    AudioChoice, Auth, Command, Event, JoinRequest, Simulation, VideoChoice,
+};
+use meshcall::engine::{EngineEvent, EngineOptions, spawn};
+use meshcall::peer::{MeteredPeer, PeerConnectionState, PeerSettings};
+use tokio::sync::mpsc;
+
+struct Participant {
+    cmd: mpsc::Sender<Command>,
+    events: mpsc::Receiver<EngineEvent>,
+    /// Every call event seen so far, with when it arrived.
+    seen: Vec<(Instant, Event)>,
+}
+
+impl Participant {
+    async fn join(origin: &str, room: &str, sub: &str) -> Participant {
+        let handle = spawn(&tokio::runtime::Handle::current(), EngineOptions::default());
+        let (cmd, events) = handle.into_parts();
+        let mut req = JoinRequest::new(origin, room, sub, Auth::Token(token(sub, sub)));
+        req.video = VideoChoice::Synthetic;
+        req.audio = AudioChoice::None;
+        req.width = 320;
+        req.height = 240;
+        req.fps = 15.0;
+        req.bitrate_bps = 300_000;
+        req.loopback_only = true;
+        cmd.send(Command::Join(Box::new(req)))
+            .await
+            .expect("engine");
+        let mut p = Participant {
+            cmd,
+            events,
+            seen: Vec::new(),
+        };
+        p.wait("joined", Duration::from_secs(10), |e| {
+            matches!(e, Event::Joined { .. })
+        })
+        .await;
+        p
+    }
+
+    /// A position in the event history, for [`Self::wait_after`].
+    fn mark(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// An event matching `f` seen at any time so far, or the next one to arrive.
+    async fn wait(&mut self, what: &str, within: Duration, f: impl Fn(&Event) -> bool) -> Event {
+        self.wait_after(0, what, within, f).await
+    }
+
+    /// An event matching `f` seen after `mark`, or the next one to arrive; everything on the
+    /// way is recorded.
+    async fn wait_after(
+        &mut self,
+        mark: usize,
+        what: &str,
+        within: Duration,
+        f: impl Fn(&Event) -> bool,
+    ) -> Event {
+        if let Some((_, e)) = self.seen.iter().skip(mark).find(|(_, e)| f(e)) {
+            return e.clone();
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no {what} within {within:?}; saw {:?}", self.kinds()))
+                .expect("engine alive");
+            if let EngineEvent::Call(e) = ev {
+                if let Event::Error {
+                    fatal: true,
+                    message,
+                } = &e
+                {
+                    panic!("fatal engine error while waiting for {what}: {message}");
+                }
+                self.seen.push((Instant::now(), e.clone()));
+                if f(&e) {
+                    return e;
+                }
+            }
+        }
+    }
+
+    /// Records events for `d` without waiting for anything in particular.
+    async fn drain_for(&mut self, d: Duration) {
+        let deadline = tokio::time::Instant::now() + d;
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            if let EngineEvent::Call(e) = ev {
+                self.seen.push((Instant::now(), e));
+            }
+        }
+    }
+
+    fn kinds(&self) -> Vec<String> {
+        self.seen
+            .iter()
+            .map(|(_, e)| {
+                let s = format!("{e:?}");
+                s.chars().take(60).collect()
+            })
+            .collect()
+    }
+
+    fn left_since(&self, t: Instant, id: &str) -> bool {
+        self.seen
+            .iter()
+            .any(|(at, e)| *at >= t && matches!(e, Event::PeerLeft { id: p } if p == id))
+    }
+}
+
+fn first_frame_from(peer: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::FirstFrame { peer: p, .. } if p == peer)
+}
+
+fn state_of(peer: &'static str, want: PeerConnectionState) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::PeerConnection { id, state } if id == peer && *state == want)
+}
+
+/// A meshcall peer whose signalling drops is shown as reconnecting (not removed) and comes
+/// back with the same stream; one that leaves says bye and is removed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signalling_drop_keeps_the_peer_and_a_leave_removes_it_at_once() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let mut alice = Participant::join(&origin, "grace", "alice").await;
+    let mut bob = Participant::join(&origin, "grace", "bob").await;
+    let added = alice
+        .wait(
+            "bob's stream",
+            Duration::from_secs(15),
+            |e| matches!(e, Event::StreamAdded { peer, video: Some(_), .. } if peer == "bob"),
+        )
+        .await;
+    let Event::StreamAdded { stream_id, .. } = added else {
+        unreachable!()
+    };
+    alice
+        .wait(
+            "bob's first frame",
+            Duration::from_secs(15),
+            first_frame_from("bob"),
+        )
+        .await;
+    // bob has told alice its mic/camera state by now (it does so to every newcomer).
+    alice
+        .wait(
+            "bob's status",
+            Duration::from_secs(5),
+            |e| matches!(e, Event::RemoteStatus { peer, .. } if peer == "bob"),
+        )
+        .await;
+
+    // 1. bob's WebSocket drops. The server reports him gone, but alice's engine shows him
+    //    reconnecting, then re-binds the same stream when he is back.
+    let t_drop = Instant::now();
+    let m = alice.mark();
+    bob.cmd
+        .send(Command::Simulate(Simulation::DropSignalling))
+        .await
+        .expect("engine");
+    alice
+        .wait_after(
+            m,
+            "bob reconnecting",
+            Duration::from_secs(10),
+            state_of("bob", PeerConnectionState::Reconnecting),
+        )
+        .await;
+    alice
+        .wait_after(
+            m,
+            "bob back",
+            Duration::from_secs(15),
+            |e| matches!(e, Event::PeerJoined { id, .. } if id == "bob"),
+        )
+        .await;
+    let again = alice
+        .wait_after(
+            m,
+            "bob's stream again",
+            Duration::from_secs(15),
+            |e| matches!(e, Event::StreamAdded { peer, video: Some(_), .. } if peer == "bob"),
+        )
+        .await;
+    assert!(
+        matches!(&again, Event::StreamAdded { stream_id: s, .. } if *s == stream_id),
+        "the same stream id comes back (tiles re-bind, not duplicate)"
+    );
+    alice
+        .wait_after(
+            m,
+            "bob connected",
+            Duration::from_secs(15),
+            state_of("bob", PeerConnectionState::Connected),
+        )
+        .await;
+    assert!(
+        !alice.left_since(t_drop, "bob"),
+        "alice was told bob left during a signalling drop: {:?}",
+        alice.kinds()
+    );
+
+    // 2. bob leaves on purpose: alice is told promptly (the bye), not after the grace period.
+    let t_leave = Instant::now();
+    let m = alice.mark();
+    bob.cmd.send(Command::Leave).await.expect("engine");
+    alice
+        .wait_after(
+            m,
+            "bob left",
+            Duration::from_secs(5),
+            |e| matches!(e, Event::PeerLeft { id } if id == "bob"),
+        )
+        .await;
+    assert!(
+        t_leave.elapsed() < Duration::from_secs(3),
+        "bob's departure took {:?}",
+        t_leave.elapsed()
+    );
+    bob.wait("bob's own leave", Duration::from_secs(5), |e| {
+        matches!(e, Event::Left)
+    })
+    .await;
+
+    // 3. A peer of another SDK (never sends meshcall-status) that drops leaves at once, as the
+    //    SDK semantics say.
+    let carol = MeteredPeer::new(
+        ClientOptions::new(
+            &origin,
+            Credential::token_provider(|| async { Ok::<String, String>(token("carol", "carol")) }),
+        ),
+        PeerSettings::loopback_only(),
+    )
+    .expect("options");
+    carol.join("grace", true).await.expect("join");
+    alice
+        .wait(
+            "carol",
+            Duration::from_secs(5),
+            |e| matches!(e, Event::PeerJoined { id, .. } if id == "carol"),
+        )
+        .await;
+    let t_carol = Instant::now();
+    let m = alice.mark();
+    carol.simulate_signalling_drop();
+    alice
+        .wait_after(
+            m,
+            "carol left",
+            Duration::from_secs(5),
+            |e| matches!(e, Event::PeerLeft { id } if id == "carol"),
+        )
+        .await;
+    assert!(t_carol.elapsed() < Duration::from_secs(3));
+    carol.close().await;
+    alice.cmd.send(Command::Leave).await.expect("engine");
+    alice.drain_for(Duration::from_millis(200)).await;
+}
+
+/// The Troubleshoot action end to end: blackholing bob's media makes alice's engine report him
+/// reconnecting, then connected again, with video frames flowing after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackholing_a_peer_shows_reconnecting_then_recovers() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let mut alice = Participant::join(&origin, "bh", "alice").await;
+    let mut bob = Participant::join(&origin, "bh", "bob").await;
+    alice
+        .wait(
+            "bob's first frame",
+            Duration::from_secs(15),
+            first_frame_from("bob"),
+        )
+        .await;
+    alice
+        .wait(
+            "bob connected",
+            Duration::from_secs(10),
+            |e| matches!(e, Event::PeerConnection { id, state } if id == "bob" && *state == PeerConnectionState::Connected),
+        )
+        .await;
+    let t0 = Instant::now();
+    let (m, mb) = (alice.mark(), bob.mark());
+    alice
+        .cmd
+        .send(Command::Simulate(Simulation::BlackholeMedia {
+            peer: "bob".into(),
+            duration: Duration::from_secs(4),
+        }))
+        .await
+        .expect("engine");
+    // ICE notices after its 5 s disconnected timeout (product default).
+    alice
+        .wait_after(
+            m,
+            "bob reconnecting",
+            Duration::from_secs(15),
+            state_of("bob", PeerConnectionState::Reconnecting),
+        )
+        .await;
+    let went_down = t0.elapsed();
+    alice
+        .wait_after(
+            m,
+            "bob connected again",
+            Duration::from_secs(40),
+            state_of("bob", PeerConnectionState::Connected),
+        )
+        .await;
+    let recovered = t0.elapsed();
+    println!(
+        "blackhole 4 s: reconnecting after {went_down:?}, connected again after {recovered:?}"
+    );
+    // bob's side saw it too (the blackhole is both ways).
+    bob.wait_after(
+        mb,
+        "alice reconnecting (bob's view)",
+        Duration::from_secs(15),
+        state_of("alice", PeerConnectionState::Reconnecting),
+    )
+    .await;
+    // Stats show bob's video decoding again after recovery.
+    let decoded = |e: &Event| match e {
+        Event::Stats(s) => s
+            .remote_video
+            .iter()
+            .find(|(p, _, _)| p == "bob")
+            .map(|(_, _, v)| v.frames_decoded),
+        _ => None,
+    };
+    let m = alice.mark();
+    let before = alice
+        .wait_after(m, "stats", Duration::from_secs(5), |e| decoded(e).is_some())
+        .await;
+    let n0 = decoded(&before).unwrap_or(0);
+    alice.drain_for(Duration::from_secs(3)).await;
+    let n1 = alice
+        .seen
+        .iter()
+        .rev()
+        .find_map(|(_, e)| decoded(e))
+        .unwrap_or(0);
+    assert!(
+        n1 > n0 + 10,
+        "video did not resume: {n0} → {n1} frames decoded"
+    );
+    assert!(!alice.left_since(t0, "bob"));
+    for p in [&alice, &bob] {
+        p.cmd.send(Command::Leave).await.expect("engine");
+    }
+}
