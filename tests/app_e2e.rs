@@ -5,8 +5,8 @@
 //!
 //! 1. a headless synthetic peer (`meshcall join --headless --video synthetic`): its tile shows the
 //!    moving, colourful test pattern with a static name tag in its bottom-left corner; when the
-//!    peer's signalling drops (`--simulate drop-signalling@…`) the tile stops showing moving video
-//!    (it is removed, or shows the reconnecting spinner) and then comes back with moving video;
+//!    peer's signalling drops (`--simulate drop-signalling@…`) the tile stays, showing the
+//!    "Reconnecting…" overlay, and then comes back with moving video;
 //! 2. the official JS SDK in Chromium with a fake camera (`tests/interop/js/browser-peer.mjs`):
 //!    its tile shows non-uniform, moving pixels.
 //!
@@ -378,6 +378,11 @@ fn mean_luma(s: &Shot) -> f64 {
 /// renderer on black. Glyphs are rasterised on the CPU into egui's font atlas and placed on whole
 /// pixels, so the app's window shows the same pixels. Returns (width, height, luma), cropped.
 fn rendered_text(text: &str) -> (usize, usize, Vec<f64>) {
+    rendered_text_sized(text, 13.0)
+}
+
+/// [`rendered_text`] at another size (the tile overlay's "Reconnecting…" is 14 points).
+fn rendered_text_sized(text: &str, points: f32) -> (usize, usize, Vec<f64>) {
     use eframe::egui::{Align2, Color32, FontId, pos2, vec2};
     let owned = text.to_string();
     let mut h = egui_kittest::Harness::builder()
@@ -391,7 +396,7 @@ fn rendered_text(text: &str) -> (usize, usize, Vec<f64>) {
                 pos2(8.0, 8.0),
                 Align2::LEFT_TOP,
                 &owned,
-                FontId::proportional(13.0),
+                FontId::proportional(points),
                 Color32::WHITE,
             );
         });
@@ -418,7 +423,12 @@ fn rendered_text(text: &str) -> (usize, usize, Vec<f64>) {
 /// (so a bright patch of video, bright everywhere, matches nothing). White text on a name tag's
 /// darkened pill gives about 1 for its own string; other strings stay well below.
 fn text_match(shot: &Shot, region: Area, text: &str) -> f64 {
-    let (tw, th, t) = rendered_text(text);
+    glyphs_match(shot, region, &rendered_text(text))
+}
+
+/// [`text_match`] for text rendered beforehand (rendering takes a GPU round trip).
+fn glyphs_match(shot: &Shot, region: Area, glyphs: &(usize, usize, Vec<f64>)) -> f64 {
+    let (tw, th, t) = (glyphs.0, glyphs.1, &glyphs.2);
     let solid: Vec<(usize, usize)> = (0..th)
         .flat_map(|y| (0..tw).map(move |x| (x, y)))
         .filter(|&(x, y)| t[y * tw + x] >= 180.0)
@@ -894,8 +904,8 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     // reconnects and reconciles: a fresh PeerConnection, so the app's receiver of the old one
     // never delivers again and the tile must be re-bound to the new stream, or it freezes. The
     // outage is short on loopback (about 0.7 s until the bot is connected again), so the tile
-    // is sampled ~15× a second; what must hold is that moving video is back afterwards. The
-    // spinner or a frozen picture during the gap is reported when caught, not required.
+    // is sampled ~15× a second; what must hold is that the tile shows "Reconnecting…" during
+    // the gap (it is not removed) and that moving video is back afterwards.
     bot.expect("the signalling drop", 30, |v| v["event"] == "simulate")
         .await;
     let sim_at = Instant::now();
@@ -905,6 +915,19 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     let mut timeline: Vec<(f64, TileLook)> = Vec::new();
     let mut caught = 0;
     let mut reconnected: Option<Instant> = None;
+    // While the bot is away the tile must stay, under the "Reconnecting…" overlay (drawn at
+    // 14 points below the spinner in the tile's centre), not vanish: the app's engine keeps a
+    // meshcall peer that left without a goodbye (`engine/departures.rs`).
+    let overlay_text = rendered_text_sized("Reconnecting…", 14.0);
+    let (cx, cy) = ((area.x0 + area.x1) / 2, (area.y0 + area.y1) / 2);
+    let overlay_region = Area {
+        x0: cx.saturating_sub(90),
+        y0: cy + 20,
+        x1: cx + 90,
+        y1: cy + 60,
+    };
+    let mut overlay_seen = 0.0f64;
+    let mut overlay_checks = 0;
     loop {
         app.assert_running();
         tokio::time::sleep(Duration::from_millis(30)).await;
@@ -916,12 +939,15 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
         let stale = now.at.duration_since(last_change) > Duration::from_millis(300);
         let look = tile_look(&now, reference_luma, stale);
         let t = signed_secs(sim_at, now.at);
-        if look != TileLook::Video && caught < 3 {
-            // The whole screen, so a person can tell a removed tile from a spinner.
-            caught += 1;
-            screen
-                .grab()
-                .save(&dir.join(format!("3-drop-{caught}-{look:?}.png")));
+        if look != TileLook::Video && overlay_checks < 20 && overlay_seen < 0.9 {
+            overlay_checks += 1;
+            let full = screen.grab();
+            overlay_seen = overlay_seen.max(glyphs_match(&full, overlay_region, &overlay_text));
+            if caught < 3 {
+                // The whole screen, so a person can tell a removed tile from a spinner.
+                caught += 1;
+                full.save(&dir.join(format!("3-drop-{caught}-{look:?}.png")));
+            }
         }
         timeline.push((t, look));
         prev = now;
@@ -954,6 +980,14 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
         signed_secs(sim_at, reconnected),
         not_video.len(),
         timeline.len()
+    );
+    println!(
+        "\"Reconnecting…\" over the tile: best match {:.0} % of its glyph pixels in {overlay_checks} checks",
+        overlay_seen * 100.0
+    );
+    assert!(
+        overlay_seen >= 0.9,
+        "the tile showed the reconnecting overlay during the bot's signalling drop (best {overlay_seen:.2}; see 3-drop-*.png)"
     );
     // The last two seconds: moving video again, every sample.
     let tail: Vec<&(f64, TileLook)> = timeline
