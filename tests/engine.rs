@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use meshcall::client::{ClientOptions, Credential};
 use meshcall::engine::api::{
-    AudioChoice, Auth, Command, Event, JoinRequest, Simulation, VideoChoice,
+    AudioChoice, Auth, Command, Event, JoinRequest, Simulation, SpeakerChoice, VideoChoice,
 };
 use meshcall::engine::{EngineEvent, EngineOptions, spawn};
 use meshcall::peer::{MeteredPeer, PeerConnectionState, PeerSettings};
@@ -25,11 +25,21 @@ struct Participant {
 
 impl Participant {
     async fn join(origin: &str, room: &str, sub: &str) -> Participant {
+        Participant::join_with(origin, room, sub, VideoChoice::Synthetic, AudioChoice::None).await
+    }
+
+    async fn join_with(
+        origin: &str,
+        room: &str,
+        sub: &str,
+        video: VideoChoice,
+        audio: AudioChoice,
+    ) -> Participant {
         let handle = spawn(&tokio::runtime::Handle::current(), EngineOptions::default());
         let (cmd, events) = handle.into_parts();
         let mut req = JoinRequest::new(origin, room, sub, Auth::Token(token(sub, sub)));
-        req.video = VideoChoice::Synthetic;
-        req.audio = AudioChoice::None;
+        req.video = video;
+        req.audio = audio;
         req.width = 320;
         req.height = 240;
         req.fps = 15.0;
@@ -358,6 +368,124 @@ async fn blackholing_a_peer_shows_reconnecting_then_recovers() {
         "video did not resume: {n0} → {n1} frames decoded"
     );
     assert!(!alice.left_since(t0, "bob"));
+    for p in [&alice, &bob] {
+        p.cmd.send(Command::Leave).await.expect("engine");
+    }
+}
+
+/// Devices switch mid-call without leaving: a participant who joined with no camera and no
+/// microphone starts both from settings and the other side gets the video stream and hears the
+/// tone; a speaker that cannot be opened is reported and the call goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_switch_mid_call() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let mut alice = Participant::join(&origin, "devices", "alice").await;
+    let mut bob = Participant::join_with(
+        &origin,
+        "devices",
+        "bob",
+        VideoChoice::None,
+        AudioChoice::None,
+    )
+    .await;
+    alice
+        .wait(
+            "bob",
+            Duration::from_secs(10),
+            |e| matches!(e, Event::PeerJoined { id, .. } if id == "bob"),
+        )
+        .await;
+    // bob receives alice; nothing comes from bob yet.
+    bob.wait(
+        "alice's first frame",
+        Duration::from_secs(15),
+        first_frame_from("alice"),
+    )
+    .await;
+    alice.drain_for(Duration::from_millis(500)).await;
+    assert!(
+        !alice
+            .seen
+            .iter()
+            .any(|(_, e)| matches!(e, Event::StreamAdded { peer, .. } if peer == "bob")),
+        "bob sends nothing before choosing a camera"
+    );
+
+    // bob picks the test pattern and the tone in settings.
+    bob.cmd
+        .send(Command::SetCamera(VideoChoice::Synthetic))
+        .await
+        .expect("engine");
+    bob.wait("bob's own preview", Duration::from_secs(5), |e| {
+        matches!(e, Event::LocalPreview(Some(_)))
+    })
+    .await;
+    alice
+        .wait(
+            "bob's video",
+            Duration::from_secs(15),
+            first_frame_from("bob"),
+        )
+        .await;
+    bob.cmd
+        .send(Command::SetMicrophone(AudioChoice::Synthetic))
+        .await
+        .expect("engine");
+    alice
+        .wait("bob's tone", Duration::from_secs(15), |e| {
+            matches!(e, Event::Levels { peers, .. } if peers.iter().any(|(p, l)| p == "bob" && *l > 0.05))
+        })
+        .await;
+
+    // A speaker that does not exist: a clear, non-fatal error; the call goes on.
+    let m = alice.mark();
+    alice
+        .cmd
+        .send(Command::SetSpeaker(SpeakerChoice::Speaker(Some(
+            "no-such-speaker".into(),
+        ))))
+        .await
+        .expect("engine");
+    let err = alice
+        .wait_after(m, "the speaker error", Duration::from_secs(10), |e| {
+            matches!(e, Event::Error { .. })
+        })
+        .await;
+    let Event::Error { message, fatal } = err else {
+        unreachable!()
+    };
+    assert!(!fatal);
+    assert!(message.starts_with("speaker:"), "{message}");
+    assert!(message.contains("previous one"), "{message}");
+    // Discarding always works, and bob's video still arrives afterwards.
+    alice
+        .cmd
+        .send(Command::SetSpeaker(SpeakerChoice::None))
+        .await
+        .expect("engine");
+    let m = alice.mark();
+    alice.drain_for(Duration::from_secs(2)).await;
+    assert!(
+        !alice.seen[m..]
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Error { .. })),
+        "no error for the discard sink"
+    );
+    // Camera off by choosing "no video": bob's status says so.
+    let m = alice.mark();
+    bob.cmd
+        .send(Command::SetCamera(VideoChoice::None))
+        .await
+        .expect("engine");
+    alice
+        .wait_after(
+            m,
+            "bob's camera off",
+            Duration::from_secs(5),
+            |e| matches!(e, Event::RemoteStatus { peer, camera_off: true, .. } if peer == "bob"),
+        )
+        .await;
     for p in [&alice, &bob] {
         p.cmd.send(Command::Leave).await.expect("engine");
     }

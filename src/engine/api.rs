@@ -121,6 +121,13 @@ pub enum Command {
     Leave,
     SetMicMuted(bool),
     SetCameraEnabled(bool),
+    /// Switch the camera mid-call (same track: nobody renegotiates, tiles stay). `None` turns
+    /// the camera off, like `SetCameraEnabled(false)`.
+    SetCamera(VideoChoice),
+    /// Switch the microphone mid-call (same track). `None` mutes.
+    SetMicrophone(AudioChoice),
+    /// Play remote audio on another speaker from the next 20 ms on.
+    SetSpeaker(SpeakerChoice),
     /// Start sharing (`VideoChoice::Screen(id)` or `Synthetic` for a test share).
     StartScreenShare(VideoChoice),
     StopScreenShare,

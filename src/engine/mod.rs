@@ -368,6 +368,8 @@ struct Call {
     mic_muted: Arc<AtomicBool>,
     camera_off: Arc<AtomicBool>,
     req: JoinRequest,
+    /// The stream id of the camera and microphone tracks (one "camera" stream per participant).
+    stream_id: String,
     /// In-process test participants (their own engines).
     guests: Vec<EngineHandle>,
     _local_server: Option<local::LocalServer>,
@@ -494,13 +496,7 @@ async fn join(
             VideoSender::start(
                 src,
                 TrackSpec::unique("camera-video", &spec_stream),
-                VideoSendSettings {
-                    encoder: crate::media::h264::EncoderSettings {
-                        bitrate_bps: req.bitrate_bps,
-                        fps: req.fps,
-                    },
-                    ..VideoSendSettings::default()
-                },
+                camera_settings(&req),
             )
             .map(Arc::new)
         })
@@ -558,6 +554,7 @@ async fn join(
         mic_muted: Arc::new(AtomicBool::new(false)),
         camera_off: Arc::new(AtomicBool::new(false)),
         req: req.clone(),
+        stream_id: spec_stream,
         guests: Vec::new(),
         _local_server: local_server,
     };
@@ -616,13 +613,23 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
             }
             let _ = c.peer.send(status_message(c)).await;
         }
-        Command::SetCameraEnabled(on) => {
-            c.camera_off.store(!on, Ordering::Relaxed);
-            if let Some(v) = &c.media.camera {
-                v.set_paused(!on);
+        Command::SetCameraEnabled(on) => handle_set_camera_enabled(c, on).await,
+        Command::SetCamera(choice) => set_camera(c, choice, out).await,
+        Command::SetMicrophone(choice) => set_microphone(c, choice, out).await,
+        Command::SetSpeaker(choice) => match open_speaker(&choice) {
+            Ok(sink) => {
+                info!(?choice, "speaker switched");
+                c.req.speaker = choice;
+                c.media.mixer.replace_sink(sink);
             }
-            let _ = c.peer.send(status_message(c)).await;
-        }
+            Err(e) => {
+                out.call(Event::Error {
+                    message: format!("speaker: {e}; still playing on the previous one"),
+                    fatal: false,
+                })
+                .await
+            }
+        },
         Command::StartScreenShare(choice) => {
             if c.media.screen.is_some() {
                 return;
@@ -742,6 +749,150 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
             c.guests.push(guest);
         }
         Command::Join(_) | Command::Leave => {}
+    }
+}
+
+async fn handle_set_camera_enabled(c: &mut Call, on: bool) {
+    c.camera_off.store(!on, Ordering::Relaxed);
+    if let Some(v) = &c.media.camera {
+        v.set_paused(!on);
+    }
+    let _ = c.peer.send(status_message(c)).await;
+}
+
+fn camera_settings(req: &JoinRequest) -> VideoSendSettings {
+    VideoSendSettings {
+        encoder: crate::media::h264::EncoderSettings {
+            bitrate_bps: req.bitrate_bps,
+            fps: req.fps,
+        },
+        ..VideoSendSettings::default()
+    }
+}
+
+/// Switches the camera in place, or starts sending video if the call had none.
+async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
+    if choice == VideoChoice::None {
+        handle_set_camera_enabled(c, false).await;
+        c.req.video = choice;
+        return;
+    }
+    let src = match open_video(&choice, c.req.width, c.req.height, c.req.fps) {
+        Ok(Some(src)) => src,
+        Ok(None) => return,
+        Err(e) => {
+            out.call(Event::Error {
+                message: format!("camera: {e}; keeping the previous one"),
+                fatal: false,
+            })
+            .await;
+            return;
+        }
+    };
+    info!(?choice, "camera switched");
+    c.req.video = choice;
+    match &c.media.camera {
+        Some(v) => v.replace_source(src),
+        None => {
+            let stream = c.stream_id.clone();
+            let started = VideoSender::start(
+                src,
+                TrackSpec::unique("camera-video", &stream),
+                camera_settings(&c.req),
+            )
+            .map(Arc::new);
+            let v = match started {
+                Ok(v) => v,
+                Err(e) => {
+                    out.call(Event::Error {
+                        message: format!("camera: {e}"),
+                        fatal: false,
+                    })
+                    .await;
+                    return;
+                }
+            };
+            if let Err(e) = c
+                .peer
+                .add_media(v.media(), Some(json!({"role": "camera"})))
+                .await
+            {
+                out.call(Event::Error {
+                    message: format!("camera: {e}"),
+                    fatal: false,
+                })
+                .await;
+                return;
+            }
+            out.call(Event::LocalPreview(Some(RemoteVideo(Arc::new(
+                PreviewFeed(v.clone()),
+            )))))
+            .await;
+            c.media.camera = Some(v);
+        }
+    }
+    if c.camera_off.load(Ordering::Relaxed) {
+        handle_set_camera_enabled(c, true).await;
+    }
+}
+
+/// Switches the microphone in place, or starts sending audio if the call had none.
+async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
+    if choice == AudioChoice::None {
+        if let Some(a) = &c.media.mic {
+            a.set_muted(true);
+        }
+        c.mic_muted.store(true, Ordering::Relaxed);
+        let _ = c.peer.send(status_message(c)).await;
+        c.req.audio = choice;
+        return;
+    }
+    let src = match open_audio(&choice) {
+        Ok(Some(src)) => src,
+        Ok(None) => return,
+        Err(e) => {
+            out.call(Event::Error {
+                message: format!("microphone: {e}; keeping the previous one"),
+                fatal: false,
+            })
+            .await;
+            return;
+        }
+    };
+    info!(?choice, "microphone switched");
+    c.req.audio = choice;
+    match &c.media.mic {
+        Some(a) => a.replace_source(src),
+        None => {
+            let started =
+                AudioSender::start(src, TrackSpec::unique("camera-audio", &c.stream_id), 32_000)
+                    .map(Arc::new);
+            let a = match started {
+                Ok(a) => a,
+                Err(e) => {
+                    out.call(Event::Error {
+                        message: format!("microphone: {e}"),
+                        fatal: false,
+                    })
+                    .await;
+                    return;
+                }
+            };
+            a.set_muted(c.mic_muted.load(Ordering::Relaxed));
+            if let Err(e) = c
+                .peer
+                .add_media(a.media(), Some(json!({"role": "camera"})))
+                .await
+            {
+                out.call(Event::Error {
+                    message: format!("microphone: {e}"),
+                    fatal: false,
+                })
+                .await;
+                return;
+            }
+            c.media.mic = Some(a);
+        }
     }
 }
 

@@ -456,6 +456,8 @@ pub struct Mixer {
     played_frames: AtomicU64,
     /// Last output block (for tests and the level meter).
     last_block: Mutex<Vec<f32>>,
+    /// A speaker to switch to at the next 20 ms tick.
+    next_sink: Mutex<Option<Box<dyn AudioSink>>>,
 }
 
 impl Mixer {
@@ -467,6 +469,7 @@ impl Mixer {
             stop: AtomicBool::new(false),
             played_frames: AtomicU64::new(0),
             last_block: Mutex::new(Vec::new()),
+            next_sink: Mutex::new(None),
         });
         let m = mixer.clone();
         let handle = std::thread::Builder::new()
@@ -483,7 +486,14 @@ impl Mixer {
         let tick = Duration::from_millis(20);
         let mut next = Instant::now() + tick;
         let mut block = vec![0f32; AUDIO_FRAME];
+        // After a sink failure (device unplugged) mixing goes on, so levels, active speaker and
+        // jitter buffers keep working, and the output is discarded until a new sink arrives.
+        let mut sink_ok = true;
         while !self.stop.load(Ordering::Relaxed) {
+            if let Some(s) = lock(&self.next_sink).take() {
+                sink = s; // the old one closes here
+                sink_ok = true;
+            }
             block.iter_mut().for_each(|s| *s = 0.0);
             {
                 let mut inputs = lock(&self.inputs);
@@ -506,9 +516,9 @@ impl Mixer {
                 }
             }
             block.iter_mut().for_each(|s| *s = s.clamp(-1.0, 1.0));
-            if let Err(e) = sink.play(&block) {
-                warn!(error = %e, "audio sink failed; stopping playout");
-                break;
+            if sink_ok && let Err(e) = sink.play(&block) {
+                warn!(error = %e, "audio sink failed; discarding output until another is chosen");
+                sink_ok = false;
             }
             *lock(&self.last_block) = block.clone();
             self.played_frames.fetch_add(1, Ordering::Relaxed);
@@ -562,6 +572,11 @@ impl Mixer {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Plays on another speaker from the next 20 ms block on.
+    pub fn replace_sink(&self, sink: Box<dyn AudioSink>) {
+        *lock(&self.next_sink) = Some(sink);
     }
 }
 

@@ -444,6 +444,37 @@ pub struct VideoSender {
     paused: Arc<AtomicBool>,
     /// The last captured picture, for the local preview (shared, never copied).
     preview: Arc<Mutex<Option<Arc<DecodedFrame>>>>,
+    /// A new source for the capture thread to switch to (changing cameras mid-call).
+    next_source: Arc<Swap<Box<dyn VideoSource>>>,
+}
+
+/// A replacement handed to a capture thread, which picks it up before its next frame: devices
+/// change mid-call without a new track, a renegotiation or a gap the remote side can see.
+struct Swap<T>(Mutex<Option<T>>);
+
+impl<T> Swap<T> {
+    fn new() -> Swap<T> {
+        Swap(Mutex::new(None))
+    }
+
+    fn put(&self, v: T) {
+        *lock(&self.0) = Some(v);
+    }
+
+    fn take(&self) -> Option<T> {
+        lock(&self.0).take()
+    }
+
+    /// After the current source failed: wait (checking `stop`) for a replacement.
+    fn wait(&self, stop: &AtomicBool) -> Option<T> {
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(v) = self.take() {
+                return Some(v);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 impl VideoSender {
@@ -459,6 +490,7 @@ impl VideoSender {
         let paused = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(SendStats::default()));
         let preview = Arc::new(Mutex::new(None));
+        let next_source = Arc::new(Swap::new());
         let rate = RateController::new(
             settings.min_bitrate_bps,
             settings.encoder.bitrate_bps,
@@ -474,6 +506,7 @@ impl VideoSender {
             rate,
             fps: settings.encoder.fps,
             preview: preview.clone(),
+            next_source: next_source.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("meshcall-video-send".into())
@@ -489,7 +522,15 @@ impl VideoSender {
             thread: Mutex::new(Some(thread)),
             paused,
             preview,
+            next_source,
         })
+    }
+
+    /// Switches to another camera or screen; the old source is closed by the capture thread.
+    /// A source of another size is fine (the encoder re-initialises and sends a keyframe). Also
+    /// revives a sender whose source failed (device unplugged).
+    pub fn replace_source(&self, source: Box<dyn VideoSource>) {
+        self.next_source.put(source);
     }
 
     /// What to pass to `MeteredPeer::add_media`.
@@ -560,6 +601,7 @@ struct VideoLoop {
     rate: RateController,
     fps: f32,
     preview: Arc<Mutex<Option<Arc<DecodedFrame>>>>,
+    next_source: Arc<Swap<Box<dyn VideoSource>>>,
 }
 
 impl VideoLoop {
@@ -572,12 +614,26 @@ impl VideoLoop {
         let mut last_plis = 0u64;
         let mut preview_seq = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
+            if let Some(s) = self.next_source.take() {
+                self.source = s; // the old one closes here, on the thread that used it
+                self.fanout
+                    .keyframe_requested
+                    .store(true, Ordering::Relaxed);
+                lock(&self.stats).source_error = None;
+            }
             let frame = match self.source.next_frame() {
                 Ok(f) => f,
                 Err(e) => {
-                    warn!(error = %e, "video source ended");
+                    warn!(error = %e, "video source ended; waiting for another");
                     lock(&self.stats).source_error = Some(e.to_string());
-                    break;
+                    *lock(&self.preview) = None;
+                    match self.next_source.wait(&self.stop) {
+                        Some(s) => {
+                            self.next_source.put(s);
+                            continue;
+                        }
+                        None => break,
+                    }
                 }
             };
             let now = Instant::now();
@@ -713,6 +769,7 @@ pub struct AudioSender {
     level: Arc<AtomicU32>,
     stats: Arc<Mutex<SendStats>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    next_source: Arc<Swap<Box<dyn AudioSource>>>,
 }
 
 impl AudioSender {
@@ -727,12 +784,14 @@ impl AudioSender {
         let muted = Arc::new(AtomicBool::new(false));
         let level = Arc::new(AtomicU32::new(0));
         let stats = Arc::new(Mutex::new(SendStats::default()));
-        let (f, st, mu, lv, ss) = (
+        let next_source: Arc<Swap<Box<dyn AudioSource>>> = Arc::new(Swap::new());
+        let (f, st, mu, lv, ss, next) = (
             fanout.clone(),
             stop.clone(),
             muted.clone(),
             level.clone(),
             stats.clone(),
+            next_source.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("meshcall-audio-send".into())
@@ -740,12 +799,23 @@ impl AudioSender {
                 let silence = vec![0f32; AUDIO_FRAME];
                 let mut clock_us = super::source::media_clock_us();
                 while !st.load(Ordering::Relaxed) {
+                    if let Some(s) = next.take() {
+                        source = s;
+                        lock(&ss).source_error = None;
+                    }
                     let pcm = match source.next_frame() {
                         Ok(p) => p,
                         Err(e) => {
-                            warn!(error = %e, "audio source ended");
+                            warn!(error = %e, "audio source ended; waiting for another");
                             lock(&ss).source_error = Some(e.to_string());
-                            break;
+                            lv.store(0f32.to_bits(), Ordering::Relaxed);
+                            match next.wait(&st) {
+                                Some(s) => {
+                                    next.put(s);
+                                    continue;
+                                }
+                                None => break,
+                            }
                         }
                     };
                     let rms =
@@ -791,7 +861,13 @@ impl AudioSender {
             level,
             stats,
             thread: Mutex::new(Some(thread)),
+            next_source,
         })
+    }
+
+    /// Switches to another microphone (see [`VideoSender::replace_source`]).
+    pub fn replace_source(&self, source: Box<dyn AudioSource>) {
+        self.next_source.put(source);
     }
 
     pub fn media(&self) -> Arc<dyn LocalMedia> {
@@ -858,6 +934,76 @@ mod tests {
         // a box filter keeps the mean brightness
         let mean = |p: &[u8]| p.iter().map(|&x| u64::from(x)).sum::<u64>() / p.len() as u64;
         assert!(mean(&f.y).abs_diff(mean(&d.y)) <= 2);
+    }
+
+    /// A source that fails after `n` frames (an unplugged camera).
+    struct Failing(crate::media::synthetic::SyntheticVideoSource, u32);
+
+    impl VideoSource for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+
+        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+            if self.1 == 0 {
+                return Err(MediaError::DeviceLost {
+                    kind: "camera",
+                    detail: "unplugged".into(),
+                });
+            }
+            self.1 -= 1;
+            self.0.next_frame()
+        }
+    }
+
+    fn wait_preview(v: &VideoSender, f: impl Fn(&DecodedFrame) -> bool) -> Arc<DecodedFrame> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(p) = v.preview()
+                && f(&p)
+            {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "the preview never matched");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn replacing_the_source_switches_the_picture_on_the_same_track_and_revives_a_dead_one() {
+        use crate::media::synthetic::SyntheticVideoSource;
+        let small = SyntheticVideoSource::new(320, 240, 30.0).expect("source");
+        let v = VideoSender::start(
+            Box::new(Failing(small, 15)),
+            TrackSpec::unique("camera-video", "s"),
+            VideoSendSettings::default(),
+        )
+        .expect("sender");
+        let track = v.track_id().to_string();
+        wait_preview(&v, |p| p.frame.width == 320);
+        // The source dies: the sender waits for another instead of ending.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while v.stats().source_error.is_none() {
+            assert!(Instant::now() < deadline, "the failure was not reported");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            v.preview().is_none(),
+            "no stale picture after the device is gone"
+        );
+        v.replace_source(Box::new(
+            SyntheticVideoSource::new(640, 480, 30.0).expect("source"),
+        ));
+        let p = wait_preview(&v, |p| p.frame.width == 640);
+        assert_eq!((p.frame.width, p.frame.height), (640, 480));
+        assert_eq!(v.stats().source_error, None);
+        assert_eq!(v.track_id(), track, "same track: nothing to renegotiate");
+        // And a live switch back.
+        v.replace_source(Box::new(
+            SyntheticVideoSource::new(320, 180, 30.0).expect("source"),
+        ));
+        wait_preview(&v, |p| p.frame.height == 180);
+        v.stop_shared();
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub trait VideoSource: Send {
     fn name(&self) -> &str;
     /// Blocks until the next frame (the source paces itself at its frame rate). The frame's
     /// `capture_us` is on [`media_clock_us`]. Returns [`MediaError::DeviceLost`] when the device
-    /// went away (no frame for 2 s), after which the pipeline stops using it.
+    /// went away (no frame for 2 s), after which the pipeline waits for a replacement
+    /// (`VideoSender::replace_source`).
     fn next_frame(&mut self) -> Result<I420Frame, MediaError>;
 }
 

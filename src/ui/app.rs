@@ -8,7 +8,8 @@
 use eframe::egui::{self, Ui};
 
 use super::call::{CallAction, CallView};
-use super::join::{JoinForm, explain_error};
+use super::devices::DeviceScan;
+use super::join::{DeviceChange, JoinForm, explain_error};
 use crate::engine::api::{CallState, Command, Event, JoinRequest};
 use crate::engine::{EngineEvent, EngineHandle};
 
@@ -62,6 +63,11 @@ pub struct MeshcallApp {
     queued_join: Option<JoinRequest>,
     last_request: Option<JoinRequest>,
     show_settings: bool,
+    /// The machine's cameras, microphones, speakers and screens (scanned off-thread when the
+    /// settings open or a call starts).
+    pub devices: DeviceScan,
+    /// A scan was started for the current opening of the settings.
+    scanned_for_settings: bool,
     now: f64,
     /// Keeps the engine's runtime alive for as long as the app lives (dropped last).
     _runtime: Option<tokio::runtime::Runtime>,
@@ -78,6 +84,8 @@ impl MeshcallApp {
             queued_join: None,
             last_request: None,
             show_settings: false,
+            devices: DeviceScan::default(),
+            scanned_for_settings: false,
             now: 0.0,
             _runtime: None,
         }
@@ -215,8 +223,21 @@ impl MeshcallApp {
             ui.ctx()
                 .request_repaint_after(std::time::Duration::from_millis(250));
         }
+        let scanning = self.devices.poll();
+        let wants_scan = (self.show_settings && !self.scanned_for_settings)
+            || (matches!(self.screen, Screen::Call(_)) && self.devices.lists.is_none());
+        if wants_scan && !scanning {
+            let ctx = ui.ctx().clone();
+            self.devices.refresh(move || ctx.request_repaint());
+            self.scanned_for_settings |= self.show_settings;
+        }
         let mut actions = Vec::new();
         if let Screen::Call(view) = &mut self.screen {
+            if let Some(l) = &self.devices.lists
+                && view.screens != l.screens
+            {
+                view.screens = l.screens.clone();
+            }
             actions = view.ui(ui);
         } else {
             let busy = self.queued_join.is_some();
@@ -245,20 +266,54 @@ impl MeshcallApp {
         if self.show_settings {
             let mut open = true;
             let mut rejoin = false;
+            let mut change = None;
             let in_call = matches!(self.screen, Screen::Call(_));
             egui::Window::new("Settings")
                 .open(&mut open)
                 .collapsible(false)
                 .resizable(false)
                 .show(ui.ctx(), |ui| {
-                    self.form.settings_ui(ui);
+                    change = self.form.settings_ui(ui, self.devices.lists.as_ref());
                     ui.add_space(8.0);
+                    ui.horizontal(|ui| {
+                        if self.devices.lists.is_none() {
+                            ui.spinner();
+                            ui.weak("looking for devices…");
+                        } else if ui.button("Look for devices again").clicked() {
+                            self.scanned_for_settings = false;
+                        }
+                    });
                     if in_call {
-                        ui.weak("Source and resolution changes apply when you join.");
+                        ui.weak(
+                            "Camera, microphone and speaker switch at once; resolution and \
+                             frame rate apply when you join.",
+                        );
                         rejoin = ui.button("Rejoin with these settings").clicked();
                     }
                 });
             self.show_settings = open && !rejoin;
+            if !self.show_settings {
+                self.scanned_for_settings = false;
+            }
+            if in_call && let Some(change) = change {
+                let cmd = match change {
+                    DeviceChange::Camera => Command::SetCamera(self.form.video_choice()),
+                    DeviceChange::Microphone => Command::SetMicrophone(self.form.audio_choice()),
+                    DeviceChange::Speaker => Command::SetSpeaker(self.form.speaker_choice()),
+                };
+                if let Screen::Call(view) = &mut self.screen {
+                    match &cmd {
+                        Command::SetCamera(v) => {
+                            view.local.camera_off = *v == crate::engine::api::VideoChoice::None
+                        }
+                        Command::SetMicrophone(a) => {
+                            view.local.mic_muted = *a == crate::engine::api::AudioChoice::None
+                        }
+                        _ => {}
+                    }
+                }
+                self.engine.send(cmd);
+            }
             if rejoin {
                 self.leave();
                 match self.form.to_request() {

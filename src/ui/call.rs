@@ -3,6 +3,7 @@
 //! engine itself. That split lets the tests drive the whole screen with made-up events and
 //! synthetic video feeds, exactly as the engine would.
 
+use crate::media::devices::SourceChoice;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +149,8 @@ pub struct CallView {
     chat_input: String,
     /// Troubleshoot: how long "blackhole media" lasts, in seconds.
     blackhole_secs: u32,
+    /// Screens and windows the share picker offers (from the app's device scan).
+    pub screens: Vec<SourceChoice>,
     /// Events seen with no UI time yet (applied before the first frame).
     now: f64,
 }
@@ -177,6 +180,7 @@ impl CallView {
             show_chat: false,
             chat_input: String::new(),
             blackhole_secs: 10,
+            screens: Vec::new(),
             now: 0.0,
         }
     }
@@ -620,13 +624,38 @@ impl CallView {
                 }
             } else {
                 ui.menu_button("Share screen (S)", |ui| {
-                    if ui.button("Entire screen").clicked() {
-                        self.local.sharing = true;
-                        actions.push(CallAction::Send(Command::StartScreenShare(
-                            VideoChoice::Screen(String::new()),
-                        )));
-                        ui.close();
+                    let devices: Vec<(String, String)> = self
+                        .screens
+                        .iter()
+                        .filter_map(|c| match c {
+                            SourceChoice::Screen(d) => Some((d.id.clone(), d.name.clone())),
+                            _ => None,
+                        })
+                        .collect();
+                    if devices.is_empty() {
+                        if ui.button("Entire screen").clicked() {
+                            self.local.sharing = true;
+                            actions.push(CallAction::Send(Command::StartScreenShare(
+                                VideoChoice::Screen(String::new()),
+                            )));
+                            ui.close();
+                        }
+                    } else {
+                        egui::ScrollArea::vertical()
+                            .max_height(320.0)
+                            .show(ui, |ui| {
+                                for (id, name) in devices {
+                                    if ui.button(name).clicked() {
+                                        self.local.sharing = true;
+                                        actions.push(CallAction::Send(Command::StartScreenShare(
+                                            VideoChoice::Screen(id),
+                                        )));
+                                        ui.close();
+                                    }
+                                }
+                            });
                     }
+                    ui.separator();
                     if ui
                         .button("Test pattern (synthetic share)")
                         .on_hover_text("Works without a display; good for trying things out")

@@ -5,7 +5,9 @@
 use eframe::egui::{self, Color32, RichText, Ui};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::api::{AudioChoice, Auth, JoinRequest, VideoChoice};
+use super::devices::DeviceLists;
+use crate::engine::api::{AudioChoice, Auth, JoinRequest, SpeakerChoice, VideoChoice};
+use crate::media::devices::{SinkChoice, SourceChoice};
 
 /// How the user authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -34,6 +36,26 @@ pub enum AudioSource {
     None,
 }
 
+/// Where remote audio plays, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SpeakerOut {
+    /// The system's default output.
+    #[default]
+    System,
+    /// `speaker_id`.
+    Device,
+    /// Discard (no sound).
+    Off,
+}
+
+/// Which device picker the user just changed (in a call it applies at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChange {
+    Camera,
+    Microphone,
+    Speaker,
+}
+
 /// Send sizes offered in settings (all 16:9 or 4:3, even, within the encoder's range).
 pub const RESOLUTIONS: [(usize, usize); 4] = [(640, 360), (640, 480), (1280, 720), (1920, 1080)];
 
@@ -53,6 +75,10 @@ pub struct JoinForm {
     pub video: VideoSource,
     pub camera_id: String,
     pub audio: AudioSource,
+    /// The microphone's id; empty = the system default.
+    pub mic_id: String,
+    pub speaker: SpeakerOut,
+    pub speaker_id: String,
     pub width: usize,
     pub height: usize,
     pub fps: f32,
@@ -76,6 +102,9 @@ impl Default for JoinForm {
             video: VideoSource::TestPattern,
             camera_id: "0".to_string(),
             audio: AudioSource::TestTone,
+            mic_id: String::new(),
+            speaker: SpeakerOut::System,
+            speaker_id: String::new(),
             width: 1280,
             height: 720,
             fps: 30.0,
@@ -195,16 +224,9 @@ impl JoinForm {
             }
         };
         let mut req = JoinRequest::new(&server, room, name, auth);
-        req.video = match self.video {
-            VideoSource::TestPattern => VideoChoice::Synthetic,
-            VideoSource::Camera => VideoChoice::Camera(self.camera_id.clone()),
-            VideoSource::None => VideoChoice::None,
-        };
-        req.audio = match self.audio {
-            AudioSource::TestTone => AudioChoice::Synthetic,
-            AudioSource::Microphone => AudioChoice::Microphone(None),
-            AudioSource::None => AudioChoice::None,
-        };
+        req.video = self.video_choice();
+        req.audio = self.audio_choice();
+        req.speaker = self.speaker_choice();
         if (16..=3840).contains(&self.width)
             && (16..=2160).contains(&self.height)
             && self.width.is_multiple_of(2)
@@ -351,42 +373,236 @@ impl JoinForm {
     }
 
     /// The settings that apply to the next join (sources, send size and rate).
-    pub fn settings_ui(&mut self, ui: &mut Ui) {
+    pub fn video_choice(&self) -> VideoChoice {
+        match self.video {
+            VideoSource::TestPattern => VideoChoice::Synthetic,
+            VideoSource::Camera => VideoChoice::Camera(self.camera_id.clone()),
+            VideoSource::None => VideoChoice::None,
+        }
+    }
+
+    pub fn audio_choice(&self) -> AudioChoice {
+        match self.audio {
+            AudioSource::TestTone => AudioChoice::Synthetic,
+            AudioSource::Microphone if self.mic_id.trim().is_empty() => {
+                AudioChoice::Microphone(None)
+            }
+            AudioSource::Microphone => AudioChoice::Microphone(Some(self.mic_id.clone())),
+            AudioSource::None => AudioChoice::None,
+        }
+    }
+
+    pub fn speaker_choice(&self) -> SpeakerChoice {
+        match self.speaker {
+            SpeakerOut::System => SpeakerChoice::Speaker(None),
+            SpeakerOut::Device => SpeakerChoice::Speaker(Some(self.speaker_id.clone())),
+            SpeakerOut::Off => SpeakerChoice::None,
+        }
+    }
+
+    /// The sources and the output. `lists` are the machine's devices (None while the first scan
+    /// runs: the pickers then offer what is remembered). Returns which device the user changed.
+    pub fn settings_ui(
+        &mut self,
+        ui: &mut Ui,
+        lists: Option<&DeviceLists>,
+    ) -> Option<DeviceChange> {
+        let mut changed = None;
         egui::Grid::new("settings")
             .num_columns(2)
             .spacing([12.0, 8.0])
             .show(ui, |ui| {
+                // Camera: the devices found, the test pattern, or nothing.
+                let mut cams: Vec<(VideoSource, String, String)> = match lists {
+                    Some(l) => l
+                        .cameras
+                        .iter()
+                        .map(|c| match c {
+                            SourceChoice::Camera(d) | SourceChoice::Screen(d) => {
+                                (VideoSource::Camera, d.id.clone(), d.name.clone())
+                            }
+                            other => (
+                                VideoSource::TestPattern,
+                                String::new(),
+                                other.label().to_string(),
+                            ),
+                        })
+                        .collect(),
+                    None => vec![(
+                        VideoSource::TestPattern,
+                        String::new(),
+                        video_label(VideoSource::TestPattern).into(),
+                    )],
+                };
+                if self.video == VideoSource::Camera
+                    && !cams
+                        .iter()
+                        .any(|(v, id, _)| *v == VideoSource::Camera && *id == self.camera_id)
+                {
+                    cams.insert(
+                        0,
+                        (
+                            VideoSource::Camera,
+                            self.camera_id.clone(),
+                            format!("Camera {}", self.camera_id),
+                        ),
+                    );
+                }
+                cams.push((
+                    VideoSource::None,
+                    String::new(),
+                    video_label(VideoSource::None).into(),
+                ));
+                let current = cams
+                    .iter()
+                    .find(|(v, id, _)| {
+                        *v == self.video && (*v != VideoSource::Camera || *id == self.camera_id)
+                    })
+                    .map_or_else(
+                        || video_label(self.video).to_string(),
+                        |(_, _, n)| n.clone(),
+                    );
                 let l = ui.label("Camera");
                 egui::ComboBox::from_id_salt("set_video")
-                    .selected_text(video_label(self.video))
+                    .selected_text(current)
+                    .width(260.0)
                     .show_ui(ui, |ui| {
-                        for v in [
-                            VideoSource::TestPattern,
-                            VideoSource::Camera,
-                            VideoSource::None,
-                        ] {
-                            ui.selectable_value(&mut self.video, v, video_label(v));
+                        for (v, id, name) in &cams {
+                            let on = self.video == *v
+                                && (*v != VideoSource::Camera || self.camera_id == *id);
+                            if ui.selectable_label(on, name).clicked() && !on {
+                                self.video = *v;
+                                if *v == VideoSource::Camera {
+                                    self.camera_id = id.clone();
+                                }
+                                changed = Some(DeviceChange::Camera);
+                            }
                         }
                     })
                     .response
                     .labelled_by(l.id);
                 ui.end_row();
-                if self.video == VideoSource::Camera {
-                    let l = ui.label("Camera id");
-                    ui.text_edit_singleline(&mut self.camera_id)
-                        .labelled_by(l.id);
-                    ui.end_row();
+
+                // Microphone: the system default, the devices found, the test tone, or nothing.
+                let mut mics: Vec<(AudioSource, String, String)> = vec![(
+                    AudioSource::Microphone,
+                    String::new(),
+                    "Default microphone".into(),
+                )];
+                match lists {
+                    Some(l) => mics.extend(l.microphones.iter().map(|m| match m {
+                        SourceChoice::Microphone(d) => {
+                            (AudioSource::Microphone, d.id.clone(), d.name.clone())
+                        }
+                        other => (
+                            AudioSource::TestTone,
+                            String::new(),
+                            other.label().to_string(),
+                        ),
+                    })),
+                    None => mics.push((
+                        AudioSource::TestTone,
+                        String::new(),
+                        audio_label(AudioSource::TestTone).into(),
+                    )),
                 }
+                if self.audio == AudioSource::Microphone
+                    && !mics
+                        .iter()
+                        .any(|(a, id, _)| *a == AudioSource::Microphone && *id == self.mic_id)
+                {
+                    mics.insert(
+                        1,
+                        (
+                            AudioSource::Microphone,
+                            self.mic_id.clone(),
+                            format!("Microphone {}", self.mic_id),
+                        ),
+                    );
+                }
+                mics.push((
+                    AudioSource::None,
+                    String::new(),
+                    audio_label(AudioSource::None).into(),
+                ));
+                let current = mics
+                    .iter()
+                    .find(|(a, id, _)| {
+                        *a == self.audio && (*a != AudioSource::Microphone || *id == self.mic_id)
+                    })
+                    .map_or_else(
+                        || audio_label(self.audio).to_string(),
+                        |(_, _, n)| n.clone(),
+                    );
                 let l = ui.label("Microphone");
                 egui::ComboBox::from_id_salt("set_audio")
-                    .selected_text(audio_label(self.audio))
+                    .selected_text(current)
+                    .width(260.0)
                     .show_ui(ui, |ui| {
-                        for a in [
-                            AudioSource::TestTone,
-                            AudioSource::Microphone,
-                            AudioSource::None,
-                        ] {
-                            ui.selectable_value(&mut self.audio, a, audio_label(a));
+                        for (a, id, name) in &mics {
+                            let on = self.audio == *a
+                                && (*a != AudioSource::Microphone || self.mic_id == *id);
+                            if ui.selectable_label(on, name).clicked() && !on {
+                                self.audio = *a;
+                                if *a == AudioSource::Microphone {
+                                    self.mic_id = id.clone();
+                                }
+                                changed = Some(DeviceChange::Microphone);
+                            }
+                        }
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+
+                // Speaker: the system default, the devices found, or no sound.
+                let mut outs: Vec<(SpeakerOut, String, String)> =
+                    vec![(SpeakerOut::System, String::new(), "System default".into())];
+                if let Some(l) = lists {
+                    outs.extend(l.speakers.iter().map(|s| match s {
+                        SinkChoice::Speaker(d) => {
+                            (SpeakerOut::Device, d.id.clone(), d.name.clone())
+                        }
+                        SinkChoice::Discard { label } => {
+                            (SpeakerOut::Off, String::new(), label.clone())
+                        }
+                    }));
+                }
+                if self.speaker == SpeakerOut::Device
+                    && !outs
+                        .iter()
+                        .any(|(o, id, _)| *o == SpeakerOut::Device && *id == self.speaker_id)
+                {
+                    outs.push((
+                        SpeakerOut::Device,
+                        self.speaker_id.clone(),
+                        format!("Speaker {}", self.speaker_id),
+                    ));
+                }
+                if !outs.iter().any(|(o, _, _)| *o == SpeakerOut::Off) {
+                    outs.push((SpeakerOut::Off, String::new(), "No sound".into()));
+                }
+                let current = outs
+                    .iter()
+                    .find(|(o, id, _)| {
+                        *o == self.speaker && (*o != SpeakerOut::Device || *id == self.speaker_id)
+                    })
+                    .map_or_else(String::new, |(_, _, n)| n.clone());
+                let l = ui.label("Speaker");
+                egui::ComboBox::from_id_salt("set_speaker")
+                    .selected_text(current)
+                    .width(260.0)
+                    .show_ui(ui, |ui| {
+                        for (o, id, name) in &outs {
+                            let on = self.speaker == *o
+                                && (*o != SpeakerOut::Device || self.speaker_id == *id);
+                            if ui.selectable_label(on, name).clicked() && !on {
+                                self.speaker = *o;
+                                if *o == SpeakerOut::Device {
+                                    self.speaker_id = id.clone();
+                                }
+                                changed = Some(DeviceChange::Speaker);
+                            }
                         }
                     })
                     .response
@@ -424,6 +640,7 @@ impl JoinForm {
                     .labelled_by(l.id);
                 ui.end_row();
             });
+        changed
     }
 }
 

@@ -5,13 +5,15 @@
 //! | module | what |
 //! |---|---|
 //! | [`app`] | the shell: screens, engine link, persistence, settings |
-//! | [`join`] | the join screen and its validation |
+//! | [`join`] | the join screen, its validation, the settings pickers |
+//! | [`devices`] | device listings for the pickers, scanned off the UI thread |
 //! | [`call`] | the call screen's model ([`call::CallView`]) and drawing |
 //! | [`layout`] | pure layout/wording rules: grid, spotlight, banner, shortcuts, quality |
 //! | [`video`] | I420 planes → GPU textures → BT.601 WGSL shader via a paint callback |
 
 pub mod app;
 pub mod call;
+pub mod devices;
 pub mod join;
 pub mod layout;
 pub mod video;
