@@ -190,6 +190,9 @@ enum BenchCommand {
     /// End-to-end call media: join → first frame, capture → decode latency, 4-party CPU
     /// (run inside a loopback-only network namespace).
     Call(meshcall::bench::call::CallBenchArgs),
+    /// The desktop app: frame time with N 720p30 tiles, CPU and RSS; `--call` for the whole
+    /// app in a 4-party call (needs a display, e.g. `xvfb-run -a`).
+    Ui(meshcall::bench::ui::UiBenchArgs),
 }
 
 fn init_logs(filter: &str) {
@@ -227,6 +230,9 @@ fn main() -> ExitCode {
         Command::Bench {
             what: BenchCommand::Media(args),
         } => meshcall::bench::media::run(args).map_err(Into::into),
+        Command::Bench {
+            what: BenchCommand::Ui(args),
+        } => meshcall::bench::ui::run(args).map_err(anyhow::Error::msg),
         Command::Bench {
             what: BenchCommand::Call(args),
         } => runtime().and_then(|rt| {

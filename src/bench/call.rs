@@ -128,25 +128,9 @@ async fn wait_remote(p: &MeteredPeer, id: &str) -> Option<RemotePeer> {
     .ok()
 }
 
-/// CPU seconds (user + system) this process has used.
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz.max(1.0))
-}
-
-fn rss_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-pub async fn run(args: CallBenchArgs) -> Result<std::process::ExitCode, String> {
+/// A server on 127.0.0.1 with the bench key; returns it with the key's (kid, secret) for
+/// `--secret` on child processes.
+pub async fn bench_server() -> Result<(Server, &'static str, &'static str), String> {
     let mut keys = KeyRing::default();
     keys.secret_keys.push(key());
     let server = Server::start(ServerConfig::new(
@@ -155,6 +139,11 @@ pub async fn run(args: CallBenchArgs) -> Result<std::process::ExitCode, String> 
     ))
     .await
     .map_err(|e| e.to_string())?;
+    Ok((server, KID, SECRET))
+}
+
+pub async fn run(args: CallBenchArgs) -> Result<std::process::ExitCode, String> {
+    let (server, _, _) = bench_server().await?;
     let origin = server.ws_origin();
     println!("meshcall bench call — server {origin}, 720p30 synthetic pattern, 1.5 Mbit/s");
 
@@ -319,9 +308,15 @@ async fn four_party_cpu(origin: &str, seconds: u64) -> Result<(), String> {
         .map(VideoReceiver::frames_decoded)
         .collect();
     let enc_before = camera.stats().frames_encoded;
-    let (c0, t0) = (cpu_seconds().unwrap_or(0.0), Instant::now());
+    let (c0, t0) = (
+        super::process_cpu_seconds(std::process::id()).unwrap_or(0.0),
+        Instant::now(),
+    );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (c1, secs) = (cpu_seconds().unwrap_or(0.0), t0.elapsed().as_secs_f64());
+    let (c1, secs) = (
+        super::process_cpu_seconds(std::process::id()).unwrap_or(0.0),
+        t0.elapsed().as_secs_f64(),
+    );
     let decoded: Vec<f64> = receivers
         .iter()
         .zip(before)
@@ -337,7 +332,7 @@ async fn four_party_cpu(origin: &str, seconds: u64) -> Result<(), String> {
             .iter()
             .map(|d| (d * 10.0).round() / 10.0)
             .collect::<Vec<_>>(),
-        rss_mib().unwrap_or(f64::NAN)
+        super::process_rss_mib(std::process::id()).unwrap_or(f64::NAN)
     );
     me.close().await;
     for mut c in children {

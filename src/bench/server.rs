@@ -50,29 +50,11 @@ pub enum BenchError {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    super::process_rss_mib(pid).map_or(0, |m| (m * 1024.0) as u64)
 }
 
-/// utime + stime of a process in seconds (from /proc, clock ticks assumed 100 Hz as on Linux).
-fn cpu_secs(pid: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime are 14 and 15.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some(ticks as f64 / 100.0)
-        })
-        .unwrap_or(0.0)
+fn cpu_secs(pid: u32) -> f64 {
+    super::process_cpu_seconds(pid).unwrap_or(0.0)
 }
 
 fn now_unix() -> u64 {
@@ -321,14 +303,14 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let d0 = shared.delivered.load(Ordering::Relaxed);
     let p0 = published.load(Ordering::Relaxed);
-    let (s0, c0) = (cpu_secs(&pid.to_string()), cpu_secs("self"));
+    let (s0, c0) = (cpu_secs(pid), cpu_secs(std::process::id()));
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let sat_secs = t0.elapsed().as_secs_f64();
     let delivered_rate = (shared.delivered.load(Ordering::Relaxed) - d0) as f64 / sat_secs;
     let publish_rate = (published.load(Ordering::Relaxed) - p0) as f64 / sat_secs;
-    let sat_server_cpu = (cpu_secs(&pid.to_string()) - s0) / sat_secs * 100.0;
-    let sat_client_cpu = (cpu_secs("self") - c0) / sat_secs * 100.0;
+    let sat_server_cpu = (cpu_secs(pid) - s0) / sat_secs * 100.0;
+    let sat_client_cpu = (cpu_secs(std::process::id()) - c0) / sat_secs * 100.0;
     stop.store(true, Ordering::SeqCst);
     let mut publishers = Vec::new();
     for h in pubs {
@@ -370,13 +352,13 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
             )));
         }
         let d1 = shared.delivered.load(Ordering::Relaxed);
-        let (s1, c1) = (cpu_secs(&pid.to_string()), cpu_secs("self"));
+        let (s1, c1) = (cpu_secs(pid), cpu_secs(std::process::id()));
         let t1 = Instant::now();
         tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         let secs = t1.elapsed().as_secs_f64();
         let delivered = (shared.delivered.load(Ordering::Relaxed) - d1) as f64 / secs;
-        let server_cpu = (cpu_secs(&pid.to_string()) - s1) / secs * 100.0;
-        let client_cpu = (cpu_secs("self") - c1) / secs * 100.0;
+        let server_cpu = (cpu_secs(pid) - s1) / secs * 100.0;
+        let client_cpu = (cpu_secs(std::process::id()) - c1) / secs * 100.0;
         stop.store(true, Ordering::SeqCst);
         for h in pubs {
             if let Ok(Some(p)) = h.await {

@@ -528,10 +528,7 @@ async fn join(
         peer.add_media(v.media(), meta.clone())
             .await
             .map_err(|e| e.to_string())?;
-        out.call(Event::LocalPreview(Some(RemoteVideo(Arc::new(
-            PreviewFeed(v.clone()),
-        )))))
-        .await;
+        announce_preview(out, v).await;
     }
     if let Some(a) = &mic {
         peer.add_media(a.media(), meta.clone())
@@ -575,6 +572,16 @@ async fn join(
     .await;
     info!(room = %req.room, "joined");
     Ok(call)
+}
+
+/// Hands the UI the self-view, which then repaints on each captured picture (paced by the UI).
+async fn announce_preview(out: &Out, v: &Arc<VideoSender>) {
+    let poke = out.clone();
+    v.set_on_frame(Box::new(move || poke.poke()));
+    out.call(Event::LocalPreview(Some(RemoteVideo(Arc::new(
+        PreviewFeed(v.clone()),
+    )))))
+    .await;
 }
 
 /// A device that fails is reported (not fatal) and the call goes on without it.
@@ -824,10 +831,7 @@ async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
                 .await;
                 return;
             }
-            out.call(Event::LocalPreview(Some(RemoteVideo(Arc::new(
-                PreviewFeed(v.clone()),
-            )))))
-            .await;
+            announce_preview(out, &v).await;
             c.media.camera = Some(v);
         }
     }

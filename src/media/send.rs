@@ -446,7 +446,11 @@ pub struct VideoSender {
     preview: Arc<Mutex<Option<Arc<DecodedFrame>>>>,
     /// A new source for the capture thread to switch to (changing cameras mid-call).
     next_source: Arc<Swap<Box<dyn VideoSource>>>,
+    /// Called after each new preview picture (the UI's repaint hook for the self-view).
+    on_frame: Arc<Mutex<Option<FrameHook>>>,
 }
+
+type FrameHook = Box<dyn Fn() + Send + Sync>;
 
 /// A replacement handed to a capture thread, which picks it up before its next frame: devices
 /// change mid-call without a new track, a renegotiation or a gap the remote side can see.
@@ -491,6 +495,7 @@ impl VideoSender {
         let stats = Arc::new(Mutex::new(SendStats::default()));
         let preview = Arc::new(Mutex::new(None));
         let next_source = Arc::new(Swap::new());
+        let on_frame = Arc::new(Mutex::new(None));
         let rate = RateController::new(
             settings.min_bitrate_bps,
             settings.encoder.bitrate_bps,
@@ -507,6 +512,7 @@ impl VideoSender {
             fps: settings.encoder.fps,
             preview: preview.clone(),
             next_source: next_source.clone(),
+            on_frame: on_frame.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("meshcall-video-send".into())
@@ -523,7 +529,13 @@ impl VideoSender {
             paused,
             preview,
             next_source,
+            on_frame,
         })
+    }
+
+    /// Calls `f` (from the capture thread) whenever [`Self::preview`] has a new picture.
+    pub fn set_on_frame(&self, f: FrameHook) {
+        *lock(&self.on_frame) = Some(f);
     }
 
     /// Switches to another camera or screen; the old source is closed by the capture thread.
@@ -602,6 +614,7 @@ struct VideoLoop {
     fps: f32,
     preview: Arc<Mutex<Option<Arc<DecodedFrame>>>>,
     next_source: Arc<Swap<Box<dyn VideoSource>>>,
+    on_frame: Arc<Mutex<Option<FrameHook>>>,
 }
 
 impl VideoLoop {
@@ -669,6 +682,9 @@ impl VideoLoop {
                 decoded_us: capture_us,
             });
             *lock(&self.preview) = Some(shared.clone());
+            if let Some(f) = lock(&self.on_frame).as_ref() {
+                f();
+            }
             let frame = &shared.frame;
             if self.fanout.ready_legs() == 0 {
                 continue; // nobody to send to: do not spend a core encoding

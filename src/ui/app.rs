@@ -5,8 +5,11 @@
 //! `notify` hook. Screens change only on engine facts: a failed join (fatal error, then `Idle`)
 //! or the end of a call (`Left`) return to the join screen.
 
+use std::sync::Arc;
+
 use eframe::egui::{self, Ui};
 
+use super::RepaintPacer;
 use super::call::{CallAction, CallView};
 use super::devices::DeviceScan;
 use super::join::{DeviceChange, JoinForm, explain_error};
@@ -68,6 +71,8 @@ pub struct MeshcallApp {
     pub devices: DeviceScan,
     /// A scan was started for the current opening of the settings.
     scanned_for_settings: bool,
+    /// Told about every frame drawn, so video wake-ups are paced (see [`RepaintPacer`]).
+    pacer: Option<Arc<RepaintPacer>>,
     now: f64,
     /// Keeps the engine's runtime alive for as long as the app lives (dropped last).
     _runtime: Option<tokio::runtime::Runtime>,
@@ -86,9 +91,15 @@ impl MeshcallApp {
             show_settings: false,
             devices: DeviceScan::default(),
             scanned_for_settings: false,
+            pacer: None,
             now: 0.0,
             _runtime: None,
         }
+    }
+
+    pub fn with_pacer(mut self, pacer: Arc<RepaintPacer>) -> MeshcallApp {
+        self.pacer = Some(pacer);
+        self
     }
 
     /// Hands the app the runtime the engine runs on, so both live exactly as long as the window.
@@ -206,6 +217,9 @@ impl MeshcallApp {
 
     /// Draws one frame (eframe's `App::ui` calls this; tests call it directly).
     pub fn show(&mut self, ui: &mut Ui) {
+        if let Some(p) = &self.pacer {
+            p.painted();
+        }
         self.now = ui.input(|i| i.time);
         while let Some(ev) = self.engine.try_recv() {
             self.on_event(ev);

@@ -45,10 +45,6 @@ const SPEAKER_HOLD_S: f64 = 1.0;
 const NOTICE_TTL_S: f64 = 10.0;
 /// Chat lines kept (older ones scroll away for good).
 const CHAT_KEEP: usize = 500;
-/// Self-view polling while its pictures change (about the camera's 30 fps).
-const PREVIEW_POLL: Duration = Duration::from_millis(33);
-/// Self-view polling once its picture stopped changing.
-const PREVIEW_IDLE_POLL: Duration = Duration::from_millis(250);
 
 /// One remote participant.
 #[derive(Debug, Clone)]
@@ -134,8 +130,6 @@ pub struct CallView {
     pub tiles: Vec<Tile>,
     pub local_preview: Option<RemoteVideo>,
     local_token: Arc<TileToken>,
-    /// The `seq` of the self-view picture drawn last (to pace its polling).
-    preview_seq: std::cell::Cell<u64>,
     pub local: LocalState,
     pub local_level: f32,
     pub chat: Vec<ChatLine>,
@@ -167,7 +161,6 @@ impl CallView {
             tiles: Vec::new(),
             local_preview: None,
             local_token: TileToken::new(),
-            preview_seq: std::cell::Cell::new(u64::MAX),
             local: LocalState::default(),
             local_level: 0.0,
             chat: Vec::new(),
@@ -833,15 +826,7 @@ impl CallView {
             .flatten();
         match frame {
             Some(f) => {
-                // The engine's repaint hook fires for remote frames only, so the self-view
-                // polls: at the camera's pace while pictures change, slowly once they stop
-                // (camera paused or gone), never faster than needed for a still picture.
-                let fresh = self.preview_seq.replace(f.seq) != f.seq;
-                ui.ctx().request_repaint_after(if fresh {
-                    PREVIEW_POLL
-                } else {
-                    PREVIEW_IDLE_POLL
-                });
+                // No polling: the engine pokes the UI for every captured picture too.
                 let aspect = f.frame.width as f32 / f.frame.height.max(1) as f32;
                 video::paint_video(
                     painter,

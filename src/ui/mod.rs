@@ -19,6 +19,8 @@ pub mod layout;
 pub mod video;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eframe::egui;
@@ -92,6 +94,64 @@ impl FormOverrides {
     }
 }
 
+/// Turns "a new remote frame arrived" wake-ups into at most one repaint per `min_interval`.
+///
+/// Every decoded frame of every stream pokes the UI. Nine 30 fps streams arrive unsynchronised,
+/// so repainting per poke would draw ~270 frames a second, each paying the whole window's
+/// layout and raster cost (all of it on the CPU under llvmpipe). A poke soon after the last paint
+/// is deferred to `last paint + min_interval` instead; pokes in between share that repaint
+/// (egui keeps the earliest pending deadline). A poke long after the last paint repaints at once,
+/// so an idle call adds no display latency.
+pub struct RepaintPacer {
+    ctx: egui::Context,
+    start: Instant,
+    last_paint_us: AtomicU64,
+    min_interval: Duration,
+}
+
+impl RepaintPacer {
+    pub fn new(ctx: egui::Context, min_interval: Duration) -> RepaintPacer {
+        RepaintPacer {
+            ctx,
+            start: Instant::now(),
+            last_paint_us: AtomicU64::new(0),
+            min_interval,
+        }
+    }
+
+    /// From any thread: something new is ready to show.
+    pub fn request(&self) {
+        let now = self.start.elapsed();
+        let last = Duration::from_micros(self.last_paint_us.load(Ordering::Relaxed));
+        match (last + self.min_interval).checked_sub(now) {
+            Some(wait) if !wait.is_zero() => self.ctx.request_repaint_after(wait),
+            _ => self.ctx.request_repaint(),
+        }
+    }
+
+    /// From the UI thread at the start of every frame.
+    pub fn painted(&self) {
+        let us = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_paint_us.store(us, Ordering::Relaxed);
+    }
+}
+
+/// The fastest the call screen redraws for new video (60 Hz; streams are ≤ 30 fps).
+pub const VIDEO_REPAINT_INTERVAL: Duration = Duration::from_micros(16_667);
+
+/// Window options shared by the app and `meshcall bench ui`.
+pub fn native_options(title: &str) -> eframe::NativeOptions {
+    eframe::NativeOptions {
+        renderer: eframe::Renderer::Wgpu,
+        viewport: egui::ViewportBuilder::default()
+            .with_title(title)
+            .with_app_id("meshcall")
+            .with_inner_size([1100.0, 720.0])
+            .with_min_inner_size([640.0, 420.0]),
+        ..Default::default()
+    }
+}
+
 /// Opens the window and runs until it closes.
 pub fn run(options: AppOptions) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -99,18 +159,9 @@ pub fn run(options: AppOptions) -> anyhow::Result<()> {
         .thread_name("meshcall-engine")
         .build()
         .context("cannot start the async runtime")?;
-    let native = eframe::NativeOptions {
-        renderer: eframe::Renderer::Wgpu,
-        viewport: egui::ViewportBuilder::default()
-            .with_title("meshcall")
-            .with_app_id("meshcall")
-            .with_inner_size([1100.0, 720.0])
-            .with_min_inner_size([640.0, 420.0]),
-        ..Default::default()
-    };
     eframe::run_native(
         "meshcall",
-        native,
+        native_options("meshcall"),
         Box::new(move |cc| {
             match &cc.wgpu_render_state {
                 // eframe's wgpu renderer runs without MSAA unless `multisampling` is set.
@@ -118,17 +169,23 @@ pub fn run(options: AppOptions) -> anyhow::Result<()> {
                 None => tracing::warn!("no wgpu render state: video tiles will stay empty"),
             }
             rt.spawn(close_on_signal(cc.egui_ctx.clone()));
-            let ctx = cc.egui_ctx.clone();
+            let pacer = Arc::new(RepaintPacer::new(
+                cc.egui_ctx.clone(),
+                VIDEO_REPAINT_INTERVAL,
+            ));
+            let poke = pacer.clone();
             let handle = engine::spawn(
                 rt.handle(),
                 EngineOptions {
-                    notify: Some(Arc::new(move || ctx.request_repaint())),
+                    notify: Some(Arc::new(move || poke.request())),
                     ..EngineOptions::default()
                 },
             );
             let mut form = MeshcallApp::load_form(cc.storage);
             options.overrides.apply(&mut form);
-            let mut app = MeshcallApp::new(Box::new(handle), form).with_runtime(rt);
+            let mut app = MeshcallApp::new(Box::new(handle), form)
+                .with_runtime(rt)
+                .with_pacer(pacer);
             if options.auto_join {
                 app.join_from_form();
             }
