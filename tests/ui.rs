@@ -807,3 +807,75 @@ fn settings_rejoin_applies_the_new_resolution() {
     }
     assert!(h.state().call().is_some());
 }
+
+#[test]
+fn settings_switch_devices_mid_call_without_rejoining() {
+    use meshcall::engine::api::{AudioChoice, SpeakerChoice, VideoChoice};
+    use meshcall::media::devices::{SinkChoice, SourceChoice};
+    use meshcall::media::source::DeviceInfo;
+    use meshcall::ui::devices::DeviceLists;
+    let dev = |id: &str, name: &str| DeviceInfo {
+        id: id.into(),
+        name: name.into(),
+    };
+    let engine = FakeEngine::default();
+    let form = JoinForm {
+        name: "Ada".into(),
+        ..JoinForm::default()
+    };
+    let mut app = MeshcallApp::new(Box::new(engine.clone()), form);
+    // The machine's devices, as a scan would have found them.
+    app.devices.set(DeviceLists {
+        cameras: vec![
+            SourceChoice::Camera(dev("cam-usb", "USB Camera")),
+            SourceChoice::Synthetic {
+                label: "Synthetic test pattern".into(),
+            },
+        ],
+        microphones: vec![SourceChoice::Microphone(dev("mic-2", "Headset Mic"))],
+        speakers: vec![
+            SinkChoice::Speaker(dev("spk-2", "Headset")),
+            SinkChoice::Discard {
+                label: "No sound (discard audio)".into(),
+            },
+        ],
+        screens: Vec::new(),
+        complete: true,
+    });
+    app.join_from_form();
+    let mut h = app_harness(app);
+    engine.push(Event::CallState {
+        state: CallState::Joined,
+        since: None,
+    });
+    h.run_steps(1);
+    h.get_by_label("Settings").click();
+    h.run_steps(2);
+    let before = engine.sent().len();
+    for (picker, entry) in [
+        ("Camera", "USB Camera"),
+        ("Microphone", "Headset Mic"),
+        ("Speaker", "Headset"),
+    ] {
+        h.get_by_label(picker).click();
+        h.run_steps(2);
+        h.get_by_label(entry).click();
+        h.run_steps(2);
+    }
+    let sent = engine.sent();
+    assert_eq!(
+        &sent[before..],
+        &[
+            Command::SetCamera(VideoChoice::Camera("cam-usb".into())),
+            Command::SetMicrophone(AudioChoice::Microphone(Some("mic-2".into()))),
+            Command::SetSpeaker(SpeakerChoice::Speaker(Some("spk-2".into()))),
+        ],
+        "each pick goes to the engine at once; no leave, no rejoin"
+    );
+    // Remembered for the next call too.
+    let form = &h.state().form;
+    assert_eq!(form.camera_id, "cam-usb");
+    assert_eq!(form.mic_id, "mic-2");
+    assert_eq!(form.speaker_id, "spk-2");
+    assert!(h.state().call().is_some(), "still in the call");
+}

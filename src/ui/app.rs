@@ -238,12 +238,15 @@ impl MeshcallApp {
                 .request_repaint_after(std::time::Duration::from_millis(250));
         }
         let scanning = self.devices.poll();
-        let wants_scan = (self.show_settings && !self.scanned_for_settings)
-            || (matches!(self.screen, Screen::Call(_)) && self.devices.lists.is_none());
-        if wants_scan && !scanning {
+        if !scanning {
             let ctx = ui.ctx().clone();
-            self.devices.refresh(move || ctx.request_repaint());
-            self.scanned_for_settings |= self.show_settings;
+            if self.show_settings && !self.scanned_for_settings {
+                self.devices.refresh(move || ctx.request_repaint());
+                self.scanned_for_settings = true;
+            } else if matches!(self.screen, Screen::Call(_)) && self.devices.lists.is_none() {
+                // The share picker's screens and windows, ready before anyone asks.
+                self.devices.refresh_screens(move || ctx.request_repaint());
+            }
         }
         let mut actions = Vec::new();
         if let Screen::Call(view) = &mut self.screen {
@@ -287,10 +290,11 @@ impl MeshcallApp {
                 .collapsible(false)
                 .resizable(false)
                 .show(ui.ctx(), |ui| {
-                    change = self.form.settings_ui(ui, self.devices.lists.as_ref());
+                    let lists = self.devices.lists.as_ref().filter(|l| l.complete);
+                    change = self.form.settings_ui(ui, lists);
                     ui.add_space(8.0);
                     ui.horizontal(|ui| {
-                        if self.devices.lists.is_none() {
+                        if lists.is_none() {
                             ui.spinner();
                             ui.weak("looking for devices…");
                         } else if ui.button("Look for devices again").clicked() {

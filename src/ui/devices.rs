@@ -16,6 +16,8 @@ pub struct DeviceLists {
     pub microphones: Vec<SourceChoice>,
     pub speakers: Vec<SinkChoice>,
     pub screens: Vec<SourceChoice>,
+    /// Cameras and sound devices were listed too (not only screens).
+    pub complete: bool,
 }
 
 impl DeviceLists {
@@ -26,6 +28,16 @@ impl DeviceLists {
             microphones: audio_sources(),
             speakers: audio_sinks(),
             screens: screen_sources(),
+            complete: true,
+        }
+    }
+
+    /// Screens and windows only, for the share picker: cheap, and unlike the sound-device
+    /// probe it prints nothing (ALSA and JACK write their probing errors to stderr).
+    pub fn scan_screens() -> DeviceLists {
+        DeviceLists {
+            screens: screen_sources(),
+            ..DeviceLists::default()
         }
     }
 }
@@ -35,19 +47,30 @@ impl DeviceLists {
 pub struct DeviceScan {
     pub lists: Option<DeviceLists>,
     pending: Option<mpsc::Receiver<DeviceLists>>,
+    /// Set by [`Self::set`]: listings given, never rescanned.
+    fixed: bool,
 }
 
 impl DeviceScan {
-    /// Starts a scan unless one is running; `repaint` is called when it finishes.
+    /// Starts a full scan unless one is running; `repaint` is called when it finishes.
     pub fn refresh(&mut self, repaint: impl Fn() + Send + 'static) {
-        if self.pending.is_some() {
+        self.refresh_with(DeviceLists::scan, repaint);
+    }
+
+    /// Starts a scan of screens only (see [`DeviceLists::scan_screens`]).
+    pub fn refresh_screens(&mut self, repaint: impl Fn() + Send + 'static) {
+        self.refresh_with(DeviceLists::scan_screens, repaint);
+    }
+
+    fn refresh_with(&mut self, scan: fn() -> DeviceLists, repaint: impl Fn() + Send + 'static) {
+        if self.pending.is_some() || self.fixed {
             return;
         }
         let (tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("meshcall-device-scan".into())
             .spawn(move || {
-                let _ = tx.send(DeviceLists::scan());
+                let _ = tx.send(scan());
                 repaint();
             });
         if spawned.is_ok() {
@@ -62,7 +85,14 @@ impl DeviceScan {
         };
         match rx.try_recv() {
             Ok(lists) => {
-                self.lists = Some(lists);
+                self.lists = Some(match self.lists.take() {
+                    // A screens-only scan refreshes the screens of a complete listing.
+                    Some(old) if old.complete && !lists.complete => DeviceLists {
+                        screens: lists.screens,
+                        ..old
+                    },
+                    _ => lists,
+                });
                 self.pending = None;
                 false
             }
@@ -74,10 +104,11 @@ impl DeviceScan {
         }
     }
 
-    /// Test and snapshot hook: use these listings.
+    /// Test and snapshot hook: use these listings, and never scan.
     pub fn set(&mut self, lists: DeviceLists) {
         self.lists = Some(lists);
         self.pending = None;
+        self.fixed = true;
     }
 }
 
