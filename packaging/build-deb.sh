@@ -11,9 +11,14 @@
 #      opens its window on a private Xvfb inside a loopback-only network namespace and exits 0
 #      on SIGTERM.
 #
-#   packaging/build-deb.sh [--no-build] [--install]
+#   packaging/build-deb.sh [--no-build] [--binary PATH] [--install]
 #
 #   --no-build  package the release binary already built (CARGO_TARGET_DIR/release/meshcall)
+#   --binary PATH
+#               package this binary instead (implies --no-build; debug info is stripped from
+#               the packaged copy and the package is compressed fast). The test suite uses it
+#               with the debug build it already has, so CI checks the packaging without a
+#               second, release build.
 #   --install   also install it on this machine (`apt-get install ./meshcall_….deb`, root) and
 #               run /usr/bin/meshcall --version
 #
@@ -25,16 +30,25 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 no_build=0
 install=0
-for arg in "$@"; do
+binary=""
+while [ $# -gt 0 ]; do
+    arg="$1"
+    shift
     case "$arg" in
         --no-build) no_build=1 ;;
+        --binary)
+            [ $# -gt 0 ] || { echo "--binary needs a path" >&2; exit 2; }
+            binary="$1"
+            no_build=1
+            shift
+            ;;
         --install) install=1 ;;
         -h | --help)
             sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "usage: $0 [--no-build] [--install]" >&2
+            echo "usage: $0 [--no-build] [--binary PATH] [--install]" >&2
             exit 2
             ;;
     esac
@@ -62,8 +76,8 @@ if [ "$no_build" -eq 0 ]; then
     echo "== cargo build --release"
     cargo build --release --locked --bin meshcall
 fi
-bin="$target_dir/release/meshcall"
-[ -x "$bin" ] || fail "no release binary at $bin (build it, or drop --no-build)"
+bin="${binary:-$target_dir/release/meshcall}"
+[ -x "$bin" ] || fail "no binary at $bin (build it, or drop --no-build)"
 
 # Package a private copy of the binary: a target directory shared with other work trees gets
 # its target/release/meshcall overwritten by their builds at any moment. cargo-deb maps the
@@ -73,10 +87,16 @@ root="$(mktemp -d)"
 trap 'rm -rf "$stage" "$root"' EXIT
 mkdir -p "$stage/release" "$target_dir/debian"
 cp "$bin" "$stage/release/meshcall"
+deb_flags=()
+if [ -n "$binary" ]; then
+    # A debug build carries ~200 MB of DWARF; the package does not need it.
+    objcopy --strip-debug "$stage/release/meshcall"
+    deb_flags+=(--fast)
+fi
 
 echo "== cargo deb ($(cargo deb --version))"
 # cargo-deb prints the path of the package it wrote as its last line.
-deb="$(CARGO_TARGET_DIR="$stage" cargo deb --no-build --locked --output "$target_dir/debian/" | tail -n 1)"
+deb="$(CARGO_TARGET_DIR="$stage" cargo deb --no-build --locked "${deb_flags[@]}" --output "$target_dir/debian/" | tail -n 1)"
 [ -f "$deb" ] || fail "cargo deb did not produce a package (got '$deb')"
 echo "package: $deb ($(du -h "$deb" | cut -f1))"
 
