@@ -20,7 +20,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use x11rb::protocol::xproto::{ConnectionExt as _, ImageFormat, ImageOrder};
 use x11rb::rust_connection::RustConnection;
 
 use common::interop::JsonLinesPeer;
+use common::xvfb::Xvfb;
 use common::*;
 
 /// The two tests start heavy processes; run them one after the other.
@@ -46,74 +46,20 @@ const SCREEN_H: u16 = 720;
 // ---------------------------------------------------------------------------------------------
 // Xvfb and screenshots
 
-/// A private Xvfb, killed on drop. Xvfb picks a free display number itself (`-displayfd`), so
-/// parallel runs and a developer's own X servers never collide.
-struct Xvfb {
-    child: std::process::Child,
-    display: String,
-}
-
-impl Xvfb {
-    /// `None` when the binary is not installed.
-    fn start() -> Option<Xvfb> {
-        let spawned = std::process::Command::new("Xvfb")
-            .args(["-displayfd", "1", "-screen", "0"])
-            .arg(format!("{SCREEN_W}x{SCREEN_H}x24"))
-            .args(["-nolisten", "tcp"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => panic!("starting Xvfb: {e}"),
-        };
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) if !l.trim().is_empty() => l,
-            other => {
-                let _ = child.kill();
-                panic!("Xvfb did not report a display: {other:?}");
-            }
-        };
-        Some(Xvfb {
-            child,
-            display: format!(":{}", line.trim()),
-        })
-    }
-
-    fn connect(&self) -> Screen {
-        let (conn, screen) = x11rb::connect(Some(&self.display)).expect("connect to Xvfb");
-        assert_eq!(
-            conn.setup().image_byte_order,
-            ImageOrder::LSB_FIRST,
-            "ZPixmap pixels are read as BGRX"
-        );
-        let root = conn.setup().roots[screen].root;
-        Screen { conn, root }
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn xvfb_or_skip() -> Option<Xvfb> {
-    let x = Xvfb::start();
-    if x.is_none() {
-        eprintln!("SKIPPED: the Xvfb binary is not installed (apt-get install xvfb)");
-    }
-    x
+    Xvfb::start_or_skip(&[&format!("{SCREEN_W}x{SCREEN_H}")])
+}
+
+/// The Xvfb's first screen, for screenshots.
+fn connect(x: &Xvfb) -> Screen {
+    let (conn, screen) = x11rb::connect(Some(&x.display)).expect("connect to Xvfb");
+    assert_eq!(
+        conn.setup().image_byte_order,
+        ImageOrder::LSB_FIRST,
+        "ZPixmap pixels are read as BGRX"
+    );
+    let root = conn.setup().roots[screen].root;
+    Screen { conn, root }
 }
 
 struct Screen {
@@ -835,7 +781,7 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     let server = start(config()).await;
     let origin = server.ws_origin();
     let room = "e2e-synthetic";
-    let screen = x.connect();
+    let screen = connect(&x);
     let t0 = Instant::now();
     let mut app = App::spawn(&x.display, &origin, room, &dir);
     wait_members(&server, &mut app, room, 1).await;
@@ -1065,7 +1011,7 @@ async fn app_shows_the_video_of_a_browser_peer() {
     let server = start(config()).await;
     let origin = server.ws_origin();
     let room = "e2e-browser";
-    let screen = x.connect();
+    let screen = connect(&x);
     let t0 = Instant::now();
     let mut app = App::spawn(&x.display, &origin, room, &dir);
     wait_members(&server, &mut app, room, 1).await;

@@ -6,11 +6,11 @@
 //! Skipped, with a message, only when the `Xvfb` binary is not installed (CI installs it via
 //! `scripts/setup-system`).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::xvfb::Xvfb;
 use meshcall::media::MediaError;
 use meshcall::media::devices::{ScreenOptions, ScreenSource, list_screens_on};
 use meshcall::media::frame::I420Frame;
@@ -23,80 +23,16 @@ use x11rb::protocol::xproto::{
 use x11rb::rust_connection::RustConnection;
 use x11rb::wrapper::ConnectionExt as _;
 
-/// An Xvfb child process, killed on drop.
-struct Xvfb {
-    child: Child,
-    display: String,
-}
-
-impl Xvfb {
-    /// Starts Xvfb on a free display (Xvfb picks it and reports it on `-displayfd`, once it
-    /// accepts connections). `None` when the binary is missing.
-    fn start() -> Option<Xvfb> {
-        let spawned = Command::new("Xvfb")
-            .args([
-                "-displayfd",
-                "1",
-                "-screen",
-                "0",
-                "1280x720x24",
-                "-screen",
-                "1",
-                "2560x1440x24",
-                "-nolisten",
-                "tcp",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => panic!("starting Xvfb: {e}"),
-        };
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(l) if !l.trim().is_empty() => l,
-            other => {
-                let _ = child.kill();
-                panic!("Xvfb did not report a display: {other:?}");
-            }
-        };
-        Some(Xvfb {
-            child,
-            display: format!(":{}", line.trim()),
-        })
-    }
-
-    fn opts(&self, max_fps: u32, use_shm: bool) -> ScreenOptions {
-        ScreenOptions {
-            display: Some(self.display.clone()),
-            max_fps,
-            use_shm,
-        }
-    }
-}
-
-impl Drop for Xvfb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn xvfb_or_skip() -> Option<Xvfb> {
-    let x = Xvfb::start();
-    if x.is_none() {
-        eprintln!("SKIPPED: the Xvfb binary is not installed (apt-get install xvfb)");
+    Xvfb::start_or_skip(&["1280x720", "2560x1440"])
+}
+
+fn opts(x: &Xvfb, max_fps: u32, use_shm: bool) -> ScreenOptions {
+    ScreenOptions {
+        display: Some(x.display.clone()),
+        max_fps,
+        use_shm,
     }
-    x
 }
 
 const GREY: u32 = 0x80_80_80;
@@ -201,7 +137,7 @@ fn captures_known_colours_sizes_and_pacing_from_xvfb() {
     );
 
     // SHM path: exact size and colours.
-    let mut shm = ScreenSource::open_with("screen:0", &x.opts(15, true)).expect("open");
+    let mut shm = ScreenSource::open_with("screen:0", &opts(&x, 15, true)).expect("open");
     assert!(shm.uses_shm(), "Xvfb supports MIT-SHM");
     assert_eq!(shm.name(), "Screen 0 (1280×720)");
     let f = shm.capture().expect("capture");
@@ -214,7 +150,7 @@ fn captures_known_colours_sizes_and_pacing_from_xvfb() {
     assert_eq!(f.y[150 * 1280 + 100], 82);
 
     // Plain GetImage gives the very same picture.
-    let mut plain = ScreenSource::open_with("0", &x.opts(15, false)).expect("open plain");
+    let mut plain = ScreenSource::open_with("0", &opts(&x, 15, false)).expect("open plain");
     assert!(!plain.uses_shm());
     let g = plain.capture().expect("capture plain");
     assert!(
@@ -235,7 +171,7 @@ fn captures_known_colours_sizes_and_pacing_from_xvfb() {
 
     // Pacing: asking for 30 fps gets the 15 fps cap; 5 fps is honoured.
     for (asked, want_fps, frames) in [(30, 15.0, 8), (5, 5.0, 4)] {
-        let mut src = ScreenSource::open_with("screen:0", &x.opts(asked, true)).expect("open");
+        let mut src = ScreenSource::open_with("screen:0", &opts(&x, asked, true)).expect("open");
         assert!((src.fps() - want_fps).abs() < 0.01, "{}", src.fps());
         let stamps: Vec<u64> = (0..frames)
             .map(|_| src.next_frame().expect("frame").capture_us)
@@ -266,7 +202,7 @@ fn captures_known_colours_sizes_and_pacing_from_xvfb() {
             (RED, rect(1280, 720, 640, 360)),
         ],
     );
-    let mut big = ScreenSource::open_with("screen:1", &x.opts(15, true)).expect("open screen 1");
+    let mut big = ScreenSource::open_with("screen:1", &opts(&x, 15, true)).expect("open screen 1");
     let f = big.capture().expect("capture screen 1");
     assert_eq!((f.width, f.height), (1920, 1080));
     assert_colour(&f, (980, 560, 440, 230), YUV_RED, "scaled red rectangle");
@@ -321,7 +257,7 @@ fn captures_a_window_follows_it_and_loses_it_when_closed() {
         .unwrap_or_else(|| panic!("window not listed: {listed:?}"));
     assert_eq!(entry.id, format!("window:{win:#x}"));
 
-    let mut src = ScreenSource::open_with(&entry.id, &x.opts(15, true)).expect("open window");
+    let mut src = ScreenSource::open_with(&entry.id, &opts(&x, 15, true)).expect("open window");
     assert_eq!(src.name(), "meshcall test window");
     let f = src.capture().expect("capture window");
     assert_eq!((f.width, f.height), (400, 200));
@@ -345,11 +281,11 @@ fn captures_a_window_follows_it_and_loses_it_when_closed() {
         other => panic!("expected DeviceLost for a closed window, got {other:?}"),
     }
     assert!(matches!(
-        ScreenSource::open_with("window:0x7fffffff", &x.opts(15, true)),
+        ScreenSource::open_with("window:0x7fffffff", &opts(&x, 15, true)),
         Err(MediaError::NoDevice { kind: "screen", .. })
     ));
     assert!(matches!(
-        ScreenSource::open_with("screen:7", &x.opts(15, true)),
+        ScreenSource::open_with("screen:7", &opts(&x, 15, true)),
         Err(MediaError::NoDevice { kind: "screen", .. })
     ));
 }

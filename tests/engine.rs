@@ -131,6 +131,18 @@ impl Participant {
     }
 }
 
+fn joined(peer: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::PeerJoined { id, .. } if id == peer)
+}
+
+fn left(peer: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::PeerLeft { id } if id == peer)
+}
+
+fn video_from(peer: &'static str) -> impl Fn(&Event) -> bool {
+    move |e| matches!(e, Event::StreamAdded { peer: p, video: Some(_), .. } if p == peer)
+}
+
 fn first_frame_from(peer: &'static str) -> impl Fn(&Event) -> bool {
     move |e| matches!(e, Event::FirstFrame { peer: p, .. } if p == peer)
 }
@@ -148,11 +160,7 @@ async fn a_signalling_drop_keeps_the_peer_and_a_leave_removes_it_at_once() {
     let mut alice = Participant::join(&origin, "grace", "alice").await;
     let mut bob = Participant::join(&origin, "grace", "bob").await;
     let added = alice
-        .wait(
-            "bob's stream",
-            Duration::from_secs(15),
-            |e| matches!(e, Event::StreamAdded { peer, video: Some(_), .. } if peer == "bob"),
-        )
+        .wait("bob's stream", Duration::from_secs(15), video_from("bob"))
         .await;
     let Event::StreamAdded { stream_id, .. } = added else {
         unreachable!()
@@ -190,19 +198,14 @@ async fn a_signalling_drop_keeps_the_peer_and_a_leave_removes_it_at_once() {
         )
         .await;
     alice
-        .wait_after(
-            m,
-            "bob back",
-            Duration::from_secs(15),
-            |e| matches!(e, Event::PeerJoined { id, .. } if id == "bob"),
-        )
+        .wait_after(m, "bob back", Duration::from_secs(15), joined("bob"))
         .await;
     let again = alice
         .wait_after(
             m,
             "bob's stream again",
             Duration::from_secs(15),
-            |e| matches!(e, Event::StreamAdded { peer, video: Some(_), .. } if peer == "bob"),
+            video_from("bob"),
         )
         .await;
     assert!(
@@ -228,12 +231,7 @@ async fn a_signalling_drop_keeps_the_peer_and_a_leave_removes_it_at_once() {
     let m = alice.mark();
     bob.cmd.send(Command::Leave).await.expect("engine");
     alice
-        .wait_after(
-            m,
-            "bob left",
-            Duration::from_secs(5),
-            |e| matches!(e, Event::PeerLeft { id } if id == "bob"),
-        )
+        .wait_after(m, "bob left", Duration::from_secs(5), left("bob"))
         .await;
     assert!(
         t_leave.elapsed() < Duration::from_secs(3),
@@ -257,22 +255,13 @@ async fn a_signalling_drop_keeps_the_peer_and_a_leave_removes_it_at_once() {
     .expect("options");
     carol.join("grace", true).await.expect("join");
     alice
-        .wait(
-            "carol",
-            Duration::from_secs(5),
-            |e| matches!(e, Event::PeerJoined { id, .. } if id == "carol"),
-        )
+        .wait("carol", Duration::from_secs(5), joined("carol"))
         .await;
     let t_carol = Instant::now();
     let m = alice.mark();
     carol.simulate_signalling_drop();
     alice
-        .wait_after(
-            m,
-            "carol left",
-            Duration::from_secs(5),
-            |e| matches!(e, Event::PeerLeft { id } if id == "carol"),
-        )
+        .wait_after(m, "carol left", Duration::from_secs(5), left("carol"))
         .await;
     assert!(t_carol.elapsed() < Duration::from_secs(3));
     carol.close().await;
@@ -390,11 +379,7 @@ async fn devices_switch_mid_call() {
     )
     .await;
     alice
-        .wait(
-            "bob",
-            Duration::from_secs(10),
-            |e| matches!(e, Event::PeerJoined { id, .. } if id == "bob"),
-        )
+        .wait("bob", Duration::from_secs(10), joined("bob"))
         .await;
     // bob receives alice; nothing comes from bob yet.
     bob.wait(

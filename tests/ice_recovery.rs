@@ -10,45 +10,24 @@ mod common;
 
 use std::time::Duration;
 
+use common::net::{isolated, nft, peer_with, wait_for_state, wait_remote};
 use common::*;
-use meshcall::client::{ClientOptions, Credential};
 use meshcall::peer::{
-    DcEvent, DcMessage, MeteredPeer, PeerConnectionState, PeerEventError, PeerSettings, RemotePeer,
+    DcEvent, DcMessage, MeteredPeer, PeerConnectionState, PeerEventError, PeerSettings,
 };
 
-/// `/proc/net/dev` lists the interfaces of this process's network namespace (unlike
-/// `/sys/class/net`, which shows the mount namespace's view).
-fn isolated() -> bool {
-    std::fs::read_to_string("/proc/net/dev")
-        .map(|t| {
-            t.lines()
-                .skip(2)
-                .filter_map(|l| l.split(':').next())
-                .all(|name| name.trim() == "lo")
-        })
-        .unwrap_or(false)
-}
-
-fn nft(args: &str) {
-    let ok = std::process::Command::new("nft")
-        .args(args.split_whitespace())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "nft {args} failed (is nftables installed and are we root in the namespace?)"
-    );
+fn nft_line(line: &str) {
+    nft(&line.split_whitespace().collect::<Vec<_>>());
 }
 
 fn block_udp() {
-    nft("add table inet meshcall_test");
-    nft("add chain inet meshcall_test out { type filter hook output priority 0 ; }");
-    nft("add rule inet meshcall_test out meta l4proto udp drop");
+    nft_line("add table inet meshcall_test");
+    nft_line("add chain inet meshcall_test out { type filter hook output priority 0 ; }");
+    nft_line("add rule inet meshcall_test out meta l4proto udp drop");
 }
 
 fn unblock_udp() {
-    nft("delete table inet meshcall_test");
+    nft_line("delete table inet meshcall_test");
 }
 
 fn settings() -> PeerSettings {
@@ -67,29 +46,7 @@ fn settings() -> PeerSettings {
 }
 
 fn peer(origin: &str, sub: &str) -> MeteredPeer {
-    let t = token(sub, sub);
-    MeteredPeer::new(
-        ClientOptions::new(
-            origin,
-            Credential::token_provider(move || {
-                let t = t.clone();
-                async move { Ok::<String, String>(t) }
-            }),
-        ),
-        settings(),
-    )
-    .expect("options")
-}
-
-async fn wait_for(p: &RemotePeer, want: PeerConnectionState, secs: u64) {
-    let mut changes = p.state_changes();
-    tokio::time::timeout(Duration::from_secs(secs), async {
-        while p.state() != want {
-            let _ = changes.next().await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{} never reached {want:?} (now {:?})", p.id(), p.state()));
+    peer_with(origin, sub, sub, settings())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,19 +87,19 @@ async fn ice_ladder_recovers_and_reports_exhaustion_once() {
         .expect("dc")
         .expect("dc");
     let rb = b.remote_peer("ice-a").expect("known");
-    wait_for(&ra, PeerConnectionState::Connected, 10).await;
-    wait_for(&rb, PeerConnectionState::Connected, 10).await;
+    wait_for_state(&ra, PeerConnectionState::Connected, 10).await;
+    wait_for_state(&rb, PeerConnectionState::Connected, 10).await;
 
     // 1. Blackhole UDP: both sides go reconnecting; the ladder restarts ICE; lift the block
     //    and the pair recovers in place (the same data channel keeps working).
     let mut a_errors = ra.errors();
     block_udp();
-    wait_for(&ra, PeerConnectionState::Reconnecting, 10).await;
-    wait_for(&rb, PeerConnectionState::Reconnecting, 10).await;
+    wait_for_state(&ra, PeerConnectionState::Reconnecting, 10).await;
+    wait_for_state(&rb, PeerConnectionState::Reconnecting, 10).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     unblock_udp();
-    wait_for(&ra, PeerConnectionState::Connected, 20).await;
-    wait_for(&rb, PeerConnectionState::Connected, 20).await;
+    wait_for_state(&ra, PeerConnectionState::Connected, 20).await;
+    wait_for_state(&rb, PeerConnectionState::Connected, 20).await;
     let mut ev = remote_dc.events();
     dc.send_text("after recovery").await.expect("send");
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -165,7 +122,7 @@ async fn ice_ladder_recovers_and_reports_exhaustion_once() {
     // 2. Blackhole for good: the ladder runs its 3 attempts (≈ 3 × 2 s probes + delays), then
     //    reports exhaustion exactly once and stays reconnecting.
     block_udp();
-    wait_for(&ra, PeerConnectionState::Reconnecting, 10).await;
+    wait_for_state(&ra, PeerConnectionState::Reconnecting, 10).await;
     let first = tokio::time::timeout(Duration::from_secs(30), a_errors.next_item())
         .await
         .expect("exhaustion reported")
@@ -203,24 +160,8 @@ async fn blackholing_one_peer_takes_only_that_connection_down_and_it_recovers() 
     for p in [&a, &b, &c] {
         p.join("blackhole", false).await.expect("join");
     }
-    let known = |p: &MeteredPeer, id: &str| {
-        let p = p.clone();
-        let id = id.to_string();
-        async move {
-            tokio::time::timeout(Duration::from_secs(10), async {
-                loop {
-                    if let Some(r) = p.remote_peer(&id) {
-                        return r;
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            })
-            .await
-            .expect("peer known")
-        }
-    };
-    let ab = known(&a, "bh-b").await;
-    let ac = known(&a, "bh-c").await;
+    let ab = wait_remote(&a, "bh-b").await;
+    let ac = wait_remote(&a, "bh-c").await;
     // Nothing is negotiated until there is something to carry: a data channel each.
     for r in [&ab, &ac] {
         let dc = r.create_data_channel("probe", None).await.expect("dc");
@@ -229,19 +170,19 @@ async fn blackholing_one_peer_takes_only_that_connection_down_and_it_recovers() 
             .expect("open in time")
             .expect("open");
     }
-    let ba = known(&b, "bh-a").await;
+    let ba = wait_remote(&b, "bh-a").await;
     for r in [&ab, &ac, &ba] {
-        wait_for(r, PeerConnectionState::Connected, 10).await;
+        wait_for_state(r, PeerConnectionState::Connected, 10).await;
     }
     let mut ac_changes = ac.state_changes();
 
     assert!(!ab.media_blackholed());
     ab.blackhole_media(Duration::from_secs(2));
     assert!(ab.media_blackholed());
-    wait_for(&ab, PeerConnectionState::Reconnecting, 10).await;
-    wait_for(&ba, PeerConnectionState::Reconnecting, 10).await;
-    wait_for(&ab, PeerConnectionState::Connected, 20).await;
-    wait_for(&ba, PeerConnectionState::Connected, 20).await;
+    wait_for_state(&ab, PeerConnectionState::Reconnecting, 10).await;
+    wait_for_state(&ba, PeerConnectionState::Reconnecting, 10).await;
+    wait_for_state(&ab, PeerConnectionState::Connected, 20).await;
+    wait_for_state(&ba, PeerConnectionState::Connected, 20).await;
     assert!(!ab.media_blackholed());
 
     // The same RemotePeer objects recovered in place, and the untouched connection never left

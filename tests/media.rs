@@ -10,51 +10,19 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use common::net::{loopback_peer, wait_remote};
 use common::*;
-use meshcall::auth::MintRequest;
-use meshcall::client::{ClientOptions, Credential};
 use meshcall::media::MediaError;
 use meshcall::media::receive::{AudioReceiver, Mixer, VideoReceiver};
 use meshcall::media::send::{AudioSender, TrackSpec, VideoSendSettings, VideoSender};
 use meshcall::media::source::AudioSink;
 use meshcall::media::synthetic::{SyntheticAudioSource, SyntheticVideoSource};
-use meshcall::peer::{MeteredPeer, PeerConnectionState, PeerSettings, RemotePeer};
-
-fn peer(origin: &str, sub: &str, name: &str) -> MeteredPeer {
-    let t = token_with(MintRequest {
-        sub: sub.into(),
-        ttl_secs: 600,
-        peer_metadata: Some(json!({ "username": name })),
-        ..MintRequest::default()
-    });
-    let provider = Credential::token_provider(move || {
-        let t = t.clone();
-        async move { Ok::<String, String>(t) }
-    });
-    MeteredPeer::new(
-        ClientOptions::new(origin, provider),
-        PeerSettings::loopback_only(),
-    )
-    .expect("peer")
-}
+use meshcall::peer::PeerConnectionState;
 
 async fn within<T>(what: &str, secs: u64, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(secs), f)
         .await
         .unwrap_or_else(|_| panic!("timed out after {secs} s waiting for {what}"))
-}
-
-async fn wait_remote(p: &MeteredPeer, id: &str) -> RemotePeer {
-    let mut joined = p.on_peer_joined();
-    within(&format!("peer {id}"), 10, async {
-        loop {
-            if let Some(r) = p.remote_peer(id) {
-                return r;
-            }
-            let _ = joined.next().await;
-        }
-    })
-    .await
 }
 
 struct Recorder(Arc<Mutex<Vec<f32>>>);
@@ -77,8 +45,8 @@ fn percentile(v: &mut [u64], p: f64) -> u64 {
 async fn video_and_audio_flow_between_two_rust_peers_with_stamps_in_order() {
     let server = start(config()).await;
     let origin = server.ws_origin();
-    let a = peer(&origin, "m-a", "Alice");
-    let b = peer(&origin, "m-b", "Bob");
+    let a = loopback_peer(&origin, "m-a", "Alice");
+    let b = loopback_peer(&origin, "m-b", "Bob");
 
     let mut camera = VideoSender::start(
         Box::new(SyntheticVideoSource::new(640, 480, 30.0).expect("source")),
@@ -278,7 +246,7 @@ async fn video_and_audio_flow_between_two_rust_peers_with_stamps_in_order() {
 async fn one_encoder_fans_out_to_every_peer_and_late_joiners_start_on_a_keyframe() {
     let server = start(config()).await;
     let origin = server.ws_origin();
-    let a = peer(&origin, "f-a", "Sender");
+    let a = loopback_peer(&origin, "f-a", "Sender");
     let mut camera = VideoSender::start(
         Box::new(SyntheticVideoSource::new(320, 240, 30.0).expect("source")),
         TrackSpec::unique("cam-video", "cam"),
@@ -290,7 +258,7 @@ async fn one_encoder_fans_out_to_every_peer_and_late_joiners_start_on_a_keyframe
     let mut receivers = Vec::new();
     let mut peers = Vec::new();
     for (i, id) in ["f-b", "f-c", "f-d"].iter().enumerate() {
-        let p = peer(&origin, id, id);
+        let p = loopback_peer(&origin, id, id);
         p.join("fan", false).await.expect("join");
         let ra = wait_remote(&p, "f-a").await;
         let mut tracks = ra.on_track();

@@ -7,55 +7,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use common::net::{isolated, loopback_peer, nft};
 use common::*;
-use meshcall::auth::MintRequest;
-use meshcall::client::{ClientOptions, Credential};
 use meshcall::media::receive::VideoReceiver;
 use meshcall::media::send::{TrackSpec, VideoSendSettings, VideoSender};
 use meshcall::media::synthetic::SyntheticVideoSource;
-use meshcall::peer::{MeteredPeer, PeerSettings};
-
-fn isolated() -> bool {
-    std::fs::read_to_string("/proc/net/dev")
-        .map(|t| {
-            t.lines()
-                .skip(2)
-                .filter_map(|l| l.split(':').next())
-                .all(|name| name.trim() == "lo")
-        })
-        .unwrap_or(false)
-}
-
-fn nft(args: &[&str]) {
-    let ok = std::process::Command::new("nft")
-        .args(args)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "nft {args:?} failed (nftables installed, root in the namespace?)"
-    );
-}
+use meshcall::peer::MeteredPeer;
 
 fn peer(origin: &str, sub: &str) -> MeteredPeer {
-    let t = token_with(MintRequest {
-        sub: sub.into(),
-        ttl_secs: 600,
-        peer_metadata: Some(json!({ "username": sub })),
-        ..MintRequest::default()
-    });
-    let provider = Credential::token_provider(move || {
-        let t = t.clone();
-        async move { Ok::<String, String>(t) }
-    });
-    MeteredPeer::new(
-        ClientOptions::new(origin, provider),
-        PeerSettings::loopback_only(),
-    )
-    .expect("peer")
+    loopback_peer(origin, sub, sub)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

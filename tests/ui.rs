@@ -770,14 +770,17 @@ fn malformed_frames_from_a_peer_are_skipped_not_fatal() {
     assert_eq!(v.uploads, 0);
 }
 
-#[test]
-fn settings_rejoin_applies_the_new_resolution() {
-    let engine = FakeEngine::default();
+/// The app, joined from its form as "Ada", with the call up (the engine said Joined).
+fn app_in_call(
+    engine: &FakeEngine,
+    prepare: impl FnOnce(&mut MeshcallApp),
+) -> Harness<'static, MeshcallApp> {
     let form = JoinForm {
         name: "Ada".into(),
         ..JoinForm::default()
     };
     let mut app = MeshcallApp::new(Box::new(engine.clone()), form);
+    prepare(&mut app);
     app.join_from_form();
     let mut h = app_harness(app);
     engine.push(Event::CallState {
@@ -785,6 +788,13 @@ fn settings_rejoin_applies_the_new_resolution() {
         since: None,
     });
     h.run_steps(1);
+    h
+}
+
+#[test]
+fn settings_rejoin_applies_the_new_resolution() {
+    let engine = FakeEngine::default();
+    let mut h = app_in_call(&engine, |_| {});
     h.get_by_label("Settings").click();
     h.run_steps(2);
     h.get_by_label("Resolution").click();
@@ -818,14 +828,8 @@ fn settings_switch_devices_mid_call_without_rejoining() {
         id: id.into(),
         name: name.into(),
     };
-    let engine = FakeEngine::default();
-    let form = JoinForm {
-        name: "Ada".into(),
-        ..JoinForm::default()
-    };
-    let mut app = MeshcallApp::new(Box::new(engine.clone()), form);
     // The machine's devices, as a scan would have found them.
-    app.devices.set(DeviceLists {
+    let lists = DeviceLists {
         cameras: vec![
             SourceChoice::Camera(dev("cam-usb", "USB Camera")),
             SourceChoice::Synthetic {
@@ -841,14 +845,9 @@ fn settings_switch_devices_mid_call_without_rejoining() {
         ],
         screens: Vec::new(),
         complete: true,
-    });
-    app.join_from_form();
-    let mut h = app_harness(app);
-    engine.push(Event::CallState {
-        state: CallState::Joined,
-        since: None,
-    });
-    h.run_steps(1);
+    };
+    let engine = FakeEngine::default();
+    let mut h = app_in_call(&engine, |app| app.devices.set(lists));
     h.get_by_label("Settings").click();
     h.run_steps(2);
     let before = engine.sent().len();

@@ -133,6 +133,15 @@ impl Out {
         self.poke();
     }
     /// From non-async contexts (decoder thread callbacks): drop rather than block.
+    /// A problem worth telling the user that does not end the call.
+    async fn notice(&self, message: String) {
+        self.call(Event::Error {
+            message,
+            fatal: false,
+        })
+        .await;
+    }
+
     fn try_call(&self, e: Event) {
         let _ = self.tx.try_send(EngineEvent::Call(e));
         self.poke();
@@ -390,7 +399,7 @@ async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: EngineOptions
                 match c {
                     Command::Join(req) => {
                         if call.is_some() {
-                            out.call(Event::Error { message: "already in a call; leave first".into(), fatal: false }).await;
+                            out.notice("already in a call; leave first".into()).await;
                             continue;
                         }
                         out.call(Event::CallState { state: CallState::Joining, since: None }).await;
@@ -411,7 +420,7 @@ async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: EngineOptions
                         if let Some(c) = call.as_mut() {
                             handle(c, other, &out, &options).await;
                         } else {
-                            out.call(Event::Error { message: "not in a call".into(), fatal: false }).await;
+                            out.notice("not in a call".into()).await;
                         }
                     }
                 }
@@ -514,11 +523,8 @@ async fn join(
     let sink = match open_speaker(&req.speaker) {
         Ok(s) => s,
         Err(e) => {
-            out.call(Event::Error {
-                message: format!("speaker: {e}; remote audio is not played"),
-                fatal: false,
-            })
-            .await;
+            out.notice(format!("speaker: {e}; remote audio is not played"))
+                .await;
             Box::new(crate::media::devices::NullSink::new())
         }
     };
@@ -593,11 +599,7 @@ async fn report_device_error<T>(
     match r {
         Ok(v) => v,
         Err(e) => {
-            out.call(Event::Error {
-                message: format!("{what}: {e}"),
-                fatal: false,
-            })
-            .await;
+            out.notice(format!("{what}: {e}")).await;
             None
         }
     }
@@ -630,11 +632,8 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
                 c.media.mixer.replace_sink(sink);
             }
             Err(e) => {
-                out.call(Event::Error {
-                    message: format!("speaker: {e}; still playing on the previous one"),
-                    fatal: false,
-                })
-                .await
+                out.notice(format!("speaker: {e}; still playing on the previous one"))
+                    .await
             }
         },
         Command::StartScreenShare(choice) => {
@@ -649,11 +648,7 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
                 Ok(Some(s)) => s,
                 Ok(None) => return,
                 Err(e) => {
-                    out.call(Event::Error {
-                        message: format!("screen share: {e}"),
-                        fatal: false,
-                    })
-                    .await;
+                    out.notice(format!("screen share: {e}")).await;
                     return;
                 }
             };
@@ -669,22 +664,12 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
                         .add_media(s.media(), Some(json!({"role": "screen"})))
                         .await
                     {
-                        out.call(Event::Error {
-                            message: format!("screen share: {e}"),
-                            fatal: false,
-                        })
-                        .await;
+                        out.notice(format!("screen share: {e}")).await;
                         return;
                     }
                     c.media.screen = Some(s);
                 }
-                Err(e) => {
-                    out.call(Event::Error {
-                        message: format!("screen share: {e}"),
-                        fatal: false,
-                    })
-                    .await
-                }
+                Err(e) => out.notice(format!("screen share: {e}")).await,
             }
         }
         Command::StopScreenShare => {
@@ -702,11 +687,7 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
                 .send(json!({"type": "meshcall-chat", "text": text}))
                 .await
             {
-                out.call(Event::Error {
-                    message: format!("chat not sent: {e}"),
-                    fatal: false,
-                })
-                .await;
+                out.notice(format!("chat not sent: {e}")).await;
             }
         }
         Command::Simulate(Simulation::DropSignalling) => c.peer.simulate_signalling_drop(),
@@ -723,11 +704,8 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
                     p.blackhole_media(duration);
                 }
                 None => {
-                    out.call(Event::Error {
-                        message: format!("blackhole: nobody called {peer:?} is in the call"),
-                        fatal: false,
-                    })
-                    .await
+                    out.notice(format!("blackhole: nobody called {peer:?} is in the call"))
+                        .await
                 }
             }
         }
@@ -741,7 +719,7 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
             req.height = req.height.min(480);
             req.bitrate_bps = 800_000;
             if matches!(req.auth, Auth::Token(_)) {
-                out.call(Event::Error { message: "a test participant needs a secret, a publishable key or \"this computer\" (a token names one peer)".into(), fatal: false }).await;
+                out.notice("a test participant needs a secret, a publishable key or \"this computer\" (a token names one peer)".into()).await;
                 return;
             }
             let guest = spawn(
@@ -788,11 +766,8 @@ async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
         Ok(Some(src)) => src,
         Ok(None) => return,
         Err(e) => {
-            out.call(Event::Error {
-                message: format!("camera: {e}; keeping the previous one"),
-                fatal: false,
-            })
-            .await;
+            out.notice(format!("camera: {e}; keeping the previous one"))
+                .await;
             return;
         }
     };
@@ -811,11 +786,7 @@ async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
             let v = match started {
                 Ok(v) => v,
                 Err(e) => {
-                    out.call(Event::Error {
-                        message: format!("camera: {e}"),
-                        fatal: false,
-                    })
-                    .await;
+                    out.notice(format!("camera: {e}")).await;
                     return;
                 }
             };
@@ -824,11 +795,7 @@ async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
                 .add_media(v.media(), Some(json!({"role": "camera"})))
                 .await
             {
-                out.call(Event::Error {
-                    message: format!("camera: {e}"),
-                    fatal: false,
-                })
-                .await;
+                out.notice(format!("camera: {e}")).await;
                 return;
             }
             announce_preview(out, &v).await;
@@ -855,11 +822,8 @@ async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
         Ok(Some(src)) => src,
         Ok(None) => return,
         Err(e) => {
-            out.call(Event::Error {
-                message: format!("microphone: {e}; keeping the previous one"),
-                fatal: false,
-            })
-            .await;
+            out.notice(format!("microphone: {e}; keeping the previous one"))
+                .await;
             return;
         }
     };
@@ -874,11 +838,7 @@ async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
             let a = match started {
                 Ok(a) => a,
                 Err(e) => {
-                    out.call(Event::Error {
-                        message: format!("microphone: {e}"),
-                        fatal: false,
-                    })
-                    .await;
+                    out.notice(format!("microphone: {e}")).await;
                     return;
                 }
             };
@@ -888,11 +848,7 @@ async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
                 .add_media(a.media(), Some(json!({"role": "camera"})))
                 .await
             {
-                out.call(Event::Error {
-                    message: format!("microphone: {e}"),
-                    fatal: false,
-                })
-                .await;
+                out.notice(format!("microphone: {e}")).await;
                 return;
             }
             c.media.mic = Some(a);
@@ -985,20 +941,13 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
                         let _ = fatal.send("the call could not be restored after the server came back (reconcile timed out)".into()).await;
                     }
                     PeerEventError::IceRecoveryExhausted { peer, attempts } => {
-                        out.call(Event::Error {
-                            message: format!(
-                                "connection to {peer} not recovered after {attempts} ICE restarts"
-                            ),
-                            fatal: false,
-                        })
+                        out.notice(format!(
+                            "connection to {peer} not recovered after {attempts} ICE restarts"
+                        ))
                         .await;
                     }
                     PeerEventError::TokenProvider { message, .. } => {
-                        out.call(Event::Error {
-                            message: format!("token: {message}"),
-                            fatal: false,
-                        })
-                        .await;
+                        out.notice(format!("token: {message}")).await;
                     }
                 }
             }
@@ -1222,14 +1171,7 @@ async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
             Ok(dc) => {
                 tokio::spawn(pump_channel(dc, id.clone(), ctx.out.clone()));
             }
-            Err(e) => {
-                ctx.out
-                    .call(Event::Error {
-                        message: format!("{id}: {e}"),
-                        fatal: false,
-                    })
-                    .await
-            }
+            Err(e) => ctx.out.notice(format!("{id}: {e}")).await,
         }
     }
     let mut states = remote.state_changes();

@@ -434,12 +434,63 @@ impl Default for VideoSendSettings {
     }
 }
 
-/// A running video send pipeline: capture + encode thread and its fan-out.
-pub struct VideoSender {
+/// What every send pipeline has: the capture/encode thread, its fan-out to the peers, its
+/// stats. Stopping (or dropping) ends the thread and every leg.
+pub struct SendCore {
     fanout: Arc<SampleFanout>,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<SendStats>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    kind: RtpCodecKind,
+}
+
+impl SendCore {
+    /// What to pass to `MeteredPeer::add_media`.
+    pub fn media(&self) -> Arc<dyn LocalMedia> {
+        Arc::new(FanoutMedia(
+            Arc::downgrade(&self.fanout),
+            self.fanout.spec.clone(),
+            self.kind,
+        ))
+    }
+
+    pub fn track_id(&self) -> &str {
+        &self.fanout.spec.track_id
+    }
+
+    pub fn fanout(&self) -> &SampleFanout {
+        &self.fanout
+    }
+
+    pub fn stats(&self) -> SendStats {
+        lock(&self.stats).clone()
+    }
+
+    /// Stops the thread (joins it) and ends every leg.
+    pub fn stop(&mut self) {
+        self.stop_shared();
+    }
+
+    /// [`Self::stop`] through a shared reference.
+    pub fn stop_shared(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.fanout.stopped.store(true, Ordering::Relaxed);
+        lock(&self.fanout.legs).clear();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for SendCore {
+    fn drop(&mut self) {
+        self.stop_shared();
+    }
+}
+
+/// A running video send pipeline: capture + encode thread and its fan-out.
+pub struct VideoSender {
+    core: SendCore,
     /// Paused (camera off): frames are still captured but not encoded or sent.
     paused: Arc<AtomicBool>,
     /// The last captured picture, for the local preview (shared, never copied).
@@ -522,10 +573,13 @@ impl VideoSender {
                 detail: e.to_string(),
             })?;
         Ok(VideoSender {
-            fanout,
-            stop,
-            stats,
-            thread: Mutex::new(Some(thread)),
+            core: SendCore {
+                fanout,
+                stop,
+                stats,
+                thread: Mutex::new(Some(thread)),
+                kind: RtpCodecKind::Video,
+            },
             paused,
             preview,
             next_source,
@@ -545,23 +599,6 @@ impl VideoSender {
         self.next_source.put(source);
     }
 
-    /// What to pass to `MeteredPeer::add_media`.
-    pub fn media(&self) -> Arc<dyn LocalMedia> {
-        Arc::new(FanoutMedia(
-            Arc::downgrade(&self.fanout),
-            self.fanout.spec.clone(),
-            RtpCodecKind::Video,
-        ))
-    }
-
-    pub fn track_id(&self) -> &str {
-        &self.fanout.spec.track_id
-    }
-
-    pub fn fanout(&self) -> &SampleFanout {
-        &self.fanout
-    }
-
     /// Camera off / on without tearing the track down.
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
@@ -572,34 +609,24 @@ impl VideoSender {
         }
     }
 
-    pub fn stats(&self) -> SendStats {
-        lock(&self.stats).clone()
-    }
-
     /// The last captured picture (local preview; `seq` increments per frame).
     pub fn preview(&self) -> Option<Arc<DecodedFrame>> {
         lock(&self.preview).clone()
     }
+}
 
-    /// Stops the thread (joins it) and ends every leg.
-    pub fn stop(&mut self) {
-        self.stop_shared();
-    }
+/// `media()`, `track_id()`, `stats()`, `stop_shared()`… come from the shared core.
+impl std::ops::Deref for VideoSender {
+    type Target = SendCore;
 
-    /// [`Self::stop`] through a shared reference.
-    pub fn stop_shared(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.fanout.stopped.store(true, Ordering::Relaxed);
-        lock(&self.fanout.legs).clear();
-        if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
+    fn deref(&self) -> &SendCore {
+        &self.core
     }
 }
 
-impl Drop for VideoSender {
-    fn drop(&mut self) {
-        self.stop_shared();
+impl std::ops::DerefMut for VideoSender {
+    fn deref_mut(&mut self) -> &mut SendCore {
+        &mut self.core
     }
 }
 
@@ -779,12 +806,9 @@ pub fn downscale_half(f: &I420Frame) -> I420Frame {
 
 /// A running audio send pipeline (Opus 48 kHz mono, 20 ms).
 pub struct AudioSender {
-    fanout: Arc<SampleFanout>,
-    stop: Arc<AtomicBool>,
+    core: SendCore,
     muted: Arc<AtomicBool>,
     level: Arc<AtomicU32>,
-    stats: Arc<Mutex<SendStats>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
     next_source: Arc<Swap<Box<dyn AudioSource>>>,
 }
 
@@ -871,12 +895,15 @@ impl AudioSender {
                 detail: e.to_string(),
             })?;
         Ok(AudioSender {
-            fanout,
-            stop,
+            core: SendCore {
+                fanout,
+                stop,
+                stats,
+                thread: Mutex::new(Some(thread)),
+                kind: RtpCodecKind::Audio,
+            },
             muted,
             level,
-            stats,
-            thread: Mutex::new(Some(thread)),
             next_source,
         })
     }
@@ -884,22 +911,6 @@ impl AudioSender {
     /// Switches to another microphone (see [`VideoSender::replace_source`]).
     pub fn replace_source(&self, source: Box<dyn AudioSource>) {
         self.next_source.put(source);
-    }
-
-    pub fn media(&self) -> Arc<dyn LocalMedia> {
-        Arc::new(FanoutMedia(
-            Arc::downgrade(&self.fanout),
-            self.fanout.spec.clone(),
-            RtpCodecKind::Audio,
-        ))
-    }
-
-    pub fn track_id(&self) -> &str {
-        &self.fanout.spec.track_id
-    }
-
-    pub fn fanout(&self) -> &SampleFanout {
-        &self.fanout
     }
 
     /// Mute sends silence (the track and its RTP clock keep running).
@@ -911,28 +922,19 @@ impl AudioSender {
     pub fn level(&self) -> f32 {
         f32::from_bits(self.level.load(Ordering::Relaxed))
     }
+}
 
-    pub fn stats(&self) -> SendStats {
-        lock(&self.stats).clone()
-    }
+impl std::ops::Deref for AudioSender {
+    type Target = SendCore;
 
-    pub fn stop(&mut self) {
-        self.stop_shared();
-    }
-
-    pub fn stop_shared(&self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.fanout.stopped.store(true, Ordering::Relaxed);
-        lock(&self.fanout.legs).clear();
-        if let Some(t) = lock(&self.thread).take() {
-            let _ = t.join();
-        }
+    fn deref(&self) -> &SendCore {
+        &self.core
     }
 }
 
-impl Drop for AudioSender {
-    fn drop(&mut self) {
-        self.stop_shared();
+impl std::ops::DerefMut for AudioSender {
+    fn deref_mut(&mut self) -> &mut SendCore {
+        &mut self.core
     }
 }
 

@@ -413,200 +413,82 @@ impl JoinForm {
             .spacing([12.0, 8.0])
             .show(ui, |ui| {
                 // Camera: the devices found, the test pattern, or nothing.
-                let mut cams: Vec<(VideoSource, String, String)> = match lists {
+                let mut cams: Vec<Entry<VideoSource>> = match lists {
                     Some(l) => l
                         .cameras
                         .iter()
                         .map(|c| match c {
                             SourceChoice::Camera(d) | SourceChoice::Screen(d) => {
-                                (VideoSource::Camera, d.id.clone(), d.name.clone())
+                                entry(VideoSource::Camera, &d.id, &d.name)
                             }
-                            other => (
-                                VideoSource::TestPattern,
-                                String::new(),
-                                other.label().to_string(),
-                            ),
+                            other => entry(VideoSource::TestPattern, "", other.label()),
                         })
                         .collect(),
-                    None => vec![(
+                    None => vec![entry(
                         VideoSource::TestPattern,
-                        String::new(),
-                        video_label(VideoSource::TestPattern).into(),
+                        "",
+                        video_label(VideoSource::TestPattern),
                     )],
                 };
-                if self.video == VideoSource::Camera
-                    && !cams
-                        .iter()
-                        .any(|(v, id, _)| *v == VideoSource::Camera && *id == self.camera_id)
-                {
-                    cams.insert(
-                        0,
-                        (
-                            VideoSource::Camera,
-                            self.camera_id.clone(),
-                            format!("Camera {}", self.camera_id),
-                        ),
-                    );
+                cams.push(entry(VideoSource::None, "", video_label(VideoSource::None)));
+                let picker = DevicePicker {
+                    salt: "set_video",
+                    label: "Camera",
+                    device: VideoSource::Camera,
+                    unlisted_at: 0,
+                };
+                if picker.show(ui, cams, &mut self.video, &mut self.camera_id) {
+                    changed = Some(DeviceChange::Camera);
                 }
-                cams.push((
-                    VideoSource::None,
-                    String::new(),
-                    video_label(VideoSource::None).into(),
-                ));
-                let current = cams
-                    .iter()
-                    .find(|(v, id, _)| {
-                        *v == self.video && (*v != VideoSource::Camera || *id == self.camera_id)
-                    })
-                    .map_or_else(
-                        || video_label(self.video).to_string(),
-                        |(_, _, n)| n.clone(),
-                    );
-                let l = ui.label("Camera");
-                egui::ComboBox::from_id_salt("set_video")
-                    .selected_text(current)
-                    .width(260.0)
-                    .show_ui(ui, |ui| {
-                        for (v, id, name) in &cams {
-                            let on = self.video == *v
-                                && (*v != VideoSource::Camera || self.camera_id == *id);
-                            if ui.selectable_label(on, name).clicked() && !on {
-                                self.video = *v;
-                                if *v == VideoSource::Camera {
-                                    self.camera_id = id.clone();
-                                }
-                                changed = Some(DeviceChange::Camera);
-                            }
-                        }
-                    })
-                    .response
-                    .labelled_by(l.id);
                 ui.end_row();
 
                 // Microphone: the system default, the devices found, the test tone, or nothing.
-                let mut mics: Vec<(AudioSource, String, String)> = vec![(
-                    AudioSource::Microphone,
-                    String::new(),
-                    "Default microphone".into(),
-                )];
+                let mut mics = vec![entry(AudioSource::Microphone, "", "Default microphone")];
                 match lists {
                     Some(l) => mics.extend(l.microphones.iter().map(|m| match m {
                         SourceChoice::Microphone(d) => {
-                            (AudioSource::Microphone, d.id.clone(), d.name.clone())
+                            entry(AudioSource::Microphone, &d.id, &d.name)
                         }
-                        other => (
-                            AudioSource::TestTone,
-                            String::new(),
-                            other.label().to_string(),
-                        ),
+                        other => entry(AudioSource::TestTone, "", other.label()),
                     })),
-                    None => mics.push((
+                    None => mics.push(entry(
                         AudioSource::TestTone,
-                        String::new(),
-                        audio_label(AudioSource::TestTone).into(),
+                        "",
+                        audio_label(AudioSource::TestTone),
                     )),
                 }
-                if self.audio == AudioSource::Microphone
-                    && !mics
-                        .iter()
-                        .any(|(a, id, _)| *a == AudioSource::Microphone && *id == self.mic_id)
-                {
-                    mics.insert(
-                        1,
-                        (
-                            AudioSource::Microphone,
-                            self.mic_id.clone(),
-                            format!("Microphone {}", self.mic_id),
-                        ),
-                    );
+                mics.push(entry(AudioSource::None, "", audio_label(AudioSource::None)));
+                let picker = DevicePicker {
+                    salt: "set_audio",
+                    label: "Microphone",
+                    device: AudioSource::Microphone,
+                    unlisted_at: 1,
+                };
+                if picker.show(ui, mics, &mut self.audio, &mut self.mic_id) {
+                    changed = Some(DeviceChange::Microphone);
                 }
-                mics.push((
-                    AudioSource::None,
-                    String::new(),
-                    audio_label(AudioSource::None).into(),
-                ));
-                let current = mics
-                    .iter()
-                    .find(|(a, id, _)| {
-                        *a == self.audio && (*a != AudioSource::Microphone || *id == self.mic_id)
-                    })
-                    .map_or_else(
-                        || audio_label(self.audio).to_string(),
-                        |(_, _, n)| n.clone(),
-                    );
-                let l = ui.label("Microphone");
-                egui::ComboBox::from_id_salt("set_audio")
-                    .selected_text(current)
-                    .width(260.0)
-                    .show_ui(ui, |ui| {
-                        for (a, id, name) in &mics {
-                            let on = self.audio == *a
-                                && (*a != AudioSource::Microphone || self.mic_id == *id);
-                            if ui.selectable_label(on, name).clicked() && !on {
-                                self.audio = *a;
-                                if *a == AudioSource::Microphone {
-                                    self.mic_id = id.clone();
-                                }
-                                changed = Some(DeviceChange::Microphone);
-                            }
-                        }
-                    })
-                    .response
-                    .labelled_by(l.id);
                 ui.end_row();
 
                 // Speaker: the system default, the devices found, or no sound.
-                let mut outs: Vec<(SpeakerOut, String, String)> =
-                    vec![(SpeakerOut::System, String::new(), "System default".into())];
+                let mut outs = vec![entry(SpeakerOut::System, "", "System default")];
                 if let Some(l) = lists {
                     outs.extend(l.speakers.iter().map(|s| match s {
-                        SinkChoice::Speaker(d) => {
-                            (SpeakerOut::Device, d.id.clone(), d.name.clone())
-                        }
-                        SinkChoice::Discard { label } => {
-                            (SpeakerOut::Off, String::new(), label.clone())
-                        }
+                        SinkChoice::Speaker(d) => entry(SpeakerOut::Device, &d.id, &d.name),
+                        SinkChoice::Discard { label } => entry(SpeakerOut::Off, "", label),
                     }));
                 }
-                if self.speaker == SpeakerOut::Device
-                    && !outs
-                        .iter()
-                        .any(|(o, id, _)| *o == SpeakerOut::Device && *id == self.speaker_id)
-                {
-                    outs.push((
-                        SpeakerOut::Device,
-                        self.speaker_id.clone(),
-                        format!("Speaker {}", self.speaker_id),
-                    ));
+                if !outs.iter().any(|e| e.kind == SpeakerOut::Off) {
+                    outs.push(entry(SpeakerOut::Off, "", "No sound"));
                 }
-                if !outs.iter().any(|(o, _, _)| *o == SpeakerOut::Off) {
-                    outs.push((SpeakerOut::Off, String::new(), "No sound".into()));
+                let picker = DevicePicker {
+                    salt: "set_speaker",
+                    label: "Speaker",
+                    device: SpeakerOut::Device,
+                    unlisted_at: 1,
+                };
+                if picker.show(ui, outs, &mut self.speaker, &mut self.speaker_id) {
+                    changed = Some(DeviceChange::Speaker);
                 }
-                let current = outs
-                    .iter()
-                    .find(|(o, id, _)| {
-                        *o == self.speaker && (*o != SpeakerOut::Device || *id == self.speaker_id)
-                    })
-                    .map_or_else(String::new, |(_, _, n)| n.clone());
-                let l = ui.label("Speaker");
-                egui::ComboBox::from_id_salt("set_speaker")
-                    .selected_text(current)
-                    .width(260.0)
-                    .show_ui(ui, |ui| {
-                        for (o, id, name) in &outs {
-                            let on = self.speaker == *o
-                                && (*o != SpeakerOut::Device || self.speaker_id == *id);
-                            if ui.selectable_label(on, name).clicked() && !on {
-                                self.speaker = *o;
-                                if *o == SpeakerOut::Device {
-                                    self.speaker_id = id.clone();
-                                }
-                                changed = Some(DeviceChange::Speaker);
-                            }
-                        }
-                    })
-                    .response
-                    .labelled_by(l.id);
                 ui.end_row();
                 let l = ui.label("Resolution");
                 egui::ComboBox::from_id_salt("set_res")
@@ -640,6 +522,68 @@ impl JoinForm {
                     .labelled_by(l.id);
                 ui.end_row();
             });
+        changed
+    }
+}
+
+/// One line of a device picker: what kind of choice, the device id (device kinds only), and
+/// what the user reads.
+struct Entry<K> {
+    kind: K,
+    id: String,
+    label: String,
+}
+
+fn entry<K>(kind: K, id: &str, label: &str) -> Entry<K> {
+    Entry {
+        kind,
+        id: id.to_string(),
+        label: label.to_string(),
+    }
+}
+
+/// A labelled combo box over [`Entry`]s, where entries of kind `device` are told apart by id.
+struct DevicePicker<K> {
+    salt: &'static str,
+    label: &'static str,
+    device: K,
+    /// Where a remembered device the scan did not list (unplugged, or no scan yet) is shown.
+    unlisted_at: usize,
+}
+
+impl<K: Copy + PartialEq> DevicePicker<K> {
+    /// Draws the picker; updates `kind`/`id` and returns true when the user picks another entry.
+    fn show(&self, ui: &mut Ui, mut entries: Vec<Entry<K>>, kind: &mut K, id: &mut String) -> bool {
+        let is_current = |e: &Entry<K>, kind: K, id: &str| {
+            e.kind == kind && (e.kind != self.device || e.id == id)
+        };
+        if *kind == self.device && !entries.iter().any(|e| is_current(e, *kind, id)) {
+            let at = self.unlisted_at.min(entries.len());
+            entries.insert(at, entry(self.device, id, &format!("{} {id}", self.label)));
+        }
+        let current = entries
+            .iter()
+            .find(|e| is_current(e, *kind, id))
+            .map_or_else(String::new, |e| e.label.clone());
+        let mut changed = false;
+        let l = ui.label(self.label);
+        egui::ComboBox::from_id_salt(self.salt)
+            .selected_text(current)
+            .width(260.0)
+            .show_ui(ui, |ui| {
+                for e in &entries {
+                    let on = is_current(e, *kind, id);
+                    if ui.selectable_label(on, &e.label).clicked() && !on {
+                        *kind = e.kind;
+                        if e.kind == self.device {
+                            id.clone_from(&e.id);
+                        }
+                        changed = true;
+                    }
+                }
+            })
+            .response
+            .labelled_by(l.id);
         changed
     }
 }

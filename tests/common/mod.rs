@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod interop;
+pub mod net;
+pub mod xvfb;
 
 use std::net::SocketAddr;
 use std::time::Duration;
