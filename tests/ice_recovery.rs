@@ -30,6 +30,10 @@ fn unblock_udp() {
     nft_line("delete table inet meshcall_test");
 }
 
+/// The ladder test blackholes *all* UDP in the namespace with nftables, which would take down
+/// the other test's connections too: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn settings() -> PeerSettings {
     PeerSettings {
         ice_disconnected: Duration::from_millis(800),
@@ -51,6 +55,7 @@ fn peer(origin: &str, sub: &str) -> MeteredPeer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_ladder_recovers_and_reports_exhaustion_once() {
+    let _serial = SERIAL.lock().await;
     assert!(
         isolated(),
         "run inside a loopback-only network namespace (scripts/test does)"
@@ -152,6 +157,7 @@ async fn ice_ladder_recovers_and_reports_exhaustion_once() {
 /// process) stays `connected` throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholing_one_peer_takes_only_that_connection_down_and_it_recovers() {
+    let _serial = SERIAL.lock().await;
     let server = start(config()).await;
     let origin = server.ws_origin();
     let a = peer(&origin, "bh-a");
