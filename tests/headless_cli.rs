@@ -15,6 +15,18 @@ use tokio::process::Command;
 use common::*;
 
 async fn run_peer(origin: String, name: &'static str, id: &'static str) -> (Vec<Value>, bool) {
+    run_peer_with(origin, name, id, 6, &[]).await
+}
+
+/// A headless peer in `cli-room` for `secs` seconds with `extra` flags; its JSON lines and
+/// whether it exited 0.
+async fn run_peer_with(
+    origin: String,
+    name: &'static str,
+    id: &'static str,
+    secs: u64,
+    extra: &[&str],
+) -> (Vec<Value>, bool) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_meshcall"))
         .args([
             "join",
@@ -25,7 +37,15 @@ async fn run_peer(origin: String, name: &'static str, id: &'static str) -> (Vec<
             "--room",
             "cli-room",
         ])
-        .args(["--name", name, "--peer-id", id, "--duration", "6"])
+        .args([
+            "--name",
+            name,
+            "--peer-id",
+            id,
+            "--duration",
+            &secs.to_string(),
+        ])
+        .args(extra)
         .args([
             "--video",
             "synthetic",
@@ -194,4 +214,58 @@ async fn a_refused_token_is_a_fatal_error_with_a_non_zero_exit() {
         line["message"].as_str().unwrap_or("").contains("4001"),
         "{line}"
     );
+}
+
+/// `--simulate blackhole-media:PEER@T/LEN`: the action is announced, both sides see their
+/// connection go `reconnecting` (ICE notices after 5 s of silence) and come back `connected`
+/// through the ICE-restart ladder once the blackhole ends; both exit 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blackhole_flag_takes_one_connection_down_and_it_recovers() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let a = tokio::spawn(run_peer_with(
+        origin.clone(),
+        "Ana",
+        "bh-cli-a",
+        16,
+        &["--simulate", "blackhole-media:bh-cli-b@3s/4s"],
+    ));
+    let b = tokio::spawn(run_peer_with(origin, "Bo", "bh-cli-b", 16, &[]));
+    let ((a_lines, a_ok), (b_lines, b_ok)) = (a.await.expect("a"), b.await.expect("b"));
+    assert!(a_ok && b_ok, "both exit 0");
+    assert!(
+        has(&a_lines, |v| v["event"] == "simulate"
+            && v["action"] == "blackhole-media"
+            && v["peer"] == "bh-cli-b"
+            && v["seconds"] == 4.0),
+        "the action is announced: {a_lines:#?}"
+    );
+    let sim_at = a_lines
+        .iter()
+        .find(|v| v["event"] == "simulate")
+        .and_then(|v| v["t_ms"].as_f64())
+        .expect("simulate t_ms");
+    for (lines, other) in [(&a_lines, "bh-cli-b"), (&b_lines, "bh-cli-a")] {
+        let state_at = |to: &str| {
+            lines
+                .iter()
+                .filter(|v| v["event"] == "state-change" && v["peer"] == other && v["to"] == to)
+                .filter_map(|v| v["t_ms"].as_f64())
+                .collect::<Vec<f64>>()
+        };
+        let down = state_at("reconnecting");
+        let up = state_at("connected");
+        let down_at = down
+            .first()
+            .copied()
+            .unwrap_or_else(|| panic!("{other} never went reconnecting: {lines:#?}"));
+        assert!(
+            up.iter().any(|t| *t > down_at),
+            "{other} came back connected after going down at {down_at} ms: {lines:#?}"
+        );
+        println!(
+            "{other}: down at {down_at:.0} ms (blackhole at {sim_at:.0} ms), up again at {:?}",
+            up.iter().find(|t| **t > down_at)
+        );
+    }
 }
