@@ -248,7 +248,12 @@ fn tiles(args: UiBenchArgs) -> Result<std::process::ExitCode, String> {
     let seconds = Duration::from_secs(args.seconds.max(1));
     let result = eframe::run_native(
         "meshcall bench ui",
-        native_options("meshcall bench ui"),
+        eframe::NativeOptions {
+            // The window is always 1100×720: never restored from (or saved over) the app's
+            // remembered geometry.
+            persist_window: false,
+            ..native_options("meshcall bench ui")
+        },
         Box::new(move |cc| {
             match &cc.wgpu_render_state {
                 Some(rs) => {
