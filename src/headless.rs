@@ -122,6 +122,8 @@ pub struct HeadlessOptions {
     pub loopback_only: bool,
     pub video: VideoChoice,
     pub audio: AudioChoice,
+    /// Where remote audio is played (`--speaker`; default: discarded).
+    pub speaker: SpeakerChoice,
     pub width: usize,
     pub height: usize,
     pub fps: f32,
@@ -130,6 +132,8 @@ pub struct HeadlessOptions {
     pub stats_interval: Option<Duration>,
     /// Decode remote video (off for send-only load generators).
     pub receive_video: bool,
+    /// `--audio-processing` (`None`: the default for the source).
+    pub audio_processing: Option<crate::media::processing::ProcessingSettings>,
 }
 
 impl HeadlessOptions {
@@ -146,12 +150,14 @@ impl HeadlessOptions {
             loopback_only: false,
             video: VideoChoice::None,
             audio: AudioChoice::None,
+            speaker: SpeakerChoice::None,
             width: 640,
             height: 480,
             fps: 30.0,
             simulate: Vec::new(),
             stats_interval: None,
             receive_video: true,
+            audio_processing: None,
         }
     }
 }
@@ -193,6 +199,7 @@ pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
             notify: None,
             keepalive_data: Some(opts.data_interval),
             local: Default::default(),
+            device_scan_every: None,
         },
     );
     let (cmd, mut events) = engine.into_parts();
@@ -207,12 +214,15 @@ pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
     let mut req = JoinRequest::new(&opts.server, &opts.room, &opts.name, auth);
     req.video = opts.video.clone();
     req.audio = opts.audio.clone();
-    req.speaker = SpeakerChoice::None;
+    req.speaker = opts.speaker.clone();
     req.width = opts.width;
     req.height = opts.height;
     req.fps = opts.fps;
     req.loopback_only = opts.loopback_only;
     req.peer_id = opts.peer_id.clone();
+    req.audio_processing = opts.audio_processing;
+    // A bot does not chime when people come and go.
+    req.sounds = false;
     req.receive_video = opts.receive_video;
     if cmd.send(Command::Join(Box::new(req))).await.is_err() {
         return Err(HeadlessError::EngineGone);
@@ -306,7 +316,15 @@ pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
                                     "encode_ms": (v.avg_encode_ms() * 100.0).round() / 100.0,
                                     "loss": v.loss_fraction, "rtt_ms": v.rtt_ms,
                                 }));
-                                print(json!({"event":"stats","video_out":local,"video_in":remote}));
+                                let audio_out = s.audio_out.as_ref().map(|a| json!({
+                                    "level_dbfs": (a.level_dbfs * 10.0).round() / 10.0,
+                                    "processing": a.processing, "delay_ms": a.delay_ms,
+                                }));
+                                let audio_in: Vec<Value> = s.remote_audio.iter().map(|(p, st, l)| json!({
+                                    "peer": p, "stream": st, "level_dbfs": (l * 10.0).round() / 10.0,
+                                })).collect();
+                                print(json!({"event":"stats","video_out":local,"video_in":remote,
+                                    "audio_out":audio_out,"audio_in":audio_in}));
                             }
                         }
                         Event::Error { message, fatal: is_fatal } => {
@@ -324,6 +342,9 @@ pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
                         }
                         Event::Chat { from, name, text } => {
                             print(json!({"event":"chat","peer":from,"name":name,"text":text}));
+                        }
+                        Event::LocalMedia { camera_off, sharing } => {
+                            print(json!({"event":"local_media","camera_off":camera_off,"sharing":sharing}));
                         }
                         Event::Levels { .. } | Event::LocalPreview(_) => {}
                     },

@@ -12,13 +12,15 @@
 //! | [`server`] | hub state machine ([`server::hub`]) + axum WebSocket/REST shell | shell only |
 //! | [`client`] | SDK signalling: `SignallingClient` (credential, acks, heartbeat, reconnect, replay) | cores pure, shell IO |
 //! | [`peer`] | MeteredPeer / RemotePeer over webrtc-rs: negotiation, ICE ladder, reconcile | cores pure, shells IO |
-//! | [`media`] | frames, stamp, synthetic sources, H.264 and Opus codecs (pipelines to come) | CPU only |
-//! | [`headless`] | `meshcall join --headless`: a scriptable peer printing JSON lines | yes |
-//! | [`bench`] | load generators behind `meshcall bench …` | yes |
+//! | [`media`] | frames, stamp, synthetic and device sources, H.264 and Opus codecs, audio processing, send/receive pipelines, mixer and playout | codecs CPU only; devices and pipelines on their own threads |
+//! | [`engine`] | the call service: one call's MeteredPeer, sources, pipelines and mixer, driven by typed commands and events | yes |
+//! | [`headless`] | `meshcall join --headless`: a scriptable peer on [`engine`], printing JSON lines | yes |
 //! | [`ui`] | the desktop app (eframe/wgpu): join and call screens, GPU video tiles; drives [`engine`] only through its handle | UI thread only |
+//! | [`bench`] | load generators and measurements behind `meshcall bench …` (server, media, call, loss, ui) | yes |
 //!
 //! Pure cores take time as an argument and return what to do; thin tokio shells do the IO.
-//! Specifications live in `../shared/spec/` (protocol.md for the wire).
+//! The wire protocol and the server's limits are described in README.md ("Behaviour", "REST");
+//! design notes on media live in `docs/`.
 
 pub mod auth;
 pub mod bench;
@@ -30,3 +32,6 @@ pub mod peer;
 pub mod protocol;
 pub mod server;
 pub mod ui;
+
+#[cfg(test)]
+mod layering_tests;

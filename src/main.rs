@@ -50,12 +50,18 @@ struct ServeArgs {
     #[arg(long, env = "MESHCALL_LISTEN")]
     listen: Option<String>,
     /// Secret key as KID=SECRET (all actions, channel patterns "**"). Repeatable.
-    #[arg(long = "secret", env = "MESHCALL_SECRET", value_delimiter = ',')]
+    #[arg(
+        long = "secret",
+        env = "MESHCALL_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
     secrets: Vec<String>,
     /// Publishable key (all actions, channel patterns "**"). Repeatable.
     #[arg(
         long = "publishable-key",
         env = "MESHCALL_PUBLISHABLE_KEY",
+        hide_env_values = true,
         value_delimiter = ','
     )]
     publishable_keys: Vec<String>,
@@ -85,7 +91,7 @@ struct ServeArgs {
 #[derive(Args)]
 struct TokenArgs {
     /// The signing secret (with --kid), instead of --config.
-    #[arg(long, env = "MESHCALL_TOKEN_SECRET")]
+    #[arg(long, env = "MESHCALL_TOKEN_SECRET", hide_env_values = true)]
     secret: Option<String>,
     /// Key id put in the JWT header.
     #[arg(long, default_value = "dev")]
@@ -156,10 +162,19 @@ struct JoinArgs {
     /// [default: none headless; the app: the last choice, else synthetic].
     #[arg(long)]
     video: Option<String>,
-    /// Audio to send: synthetic (440 Hz tone + beeps), mic[:ID] or none
-    /// [default: none headless; the app: the last choice, else synthetic].
+    /// Audio to send: synthetic (440 Hz tone + beeps), mic[:ID], file:PATH.wav (looped) or
+    /// none [default: none headless; the app: the last choice, else synthetic].
     #[arg(long)]
     audio: Option<String>,
+    /// Where the mixed remote audio is played (--headless): default (the system's speaker),
+    /// pulse:NAME (a PulseAudio sink), another listed speaker id, or none [default: none]. The
+    /// app chooses its speaker in Settings.
+    #[arg(long)]
+    speaker: Option<String>,
+    /// Echo cancellation, noise suppression and automatic gain on the sent audio: on or off
+    /// [default: on for a microphone, off for the synthetic tone and files].
+    #[arg(long, value_parser = ["on", "off"])]
+    audio_processing: Option<String>,
     /// Video size WIDTHxHEIGHT [default: 640x480 headless; the app: the last choice].
     #[arg(long)]
     size: Option<String>,
@@ -196,13 +211,22 @@ enum BenchCommand {
 }
 
 fn init_logs(filter: &str) {
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
+    use tracing_subscriber::layer::{Layer, SubscriberExt};
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Whatever the filter asks for: tungstenite's handshake logs its whole request line at
+    // trace level, and a client's request line carries the token in its query.
+    let no_secrets = filter_fn(|meta| {
+        !(meta.target().starts_with("tungstenite::handshake")
+            && *meta.level() == tracing::Level::TRACE)
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
-        .init();
+        .with_filter(filter.and(no_secrets));
+    tracing_subscriber::registry().with(layer).init();
 }
 
 fn main() -> ExitCode {
@@ -388,6 +412,14 @@ fn join(args: JoinArgs) -> anyhow::Result<ExitCode> {
     opts.loopback_only = args.loopback_only;
     opts.video = video;
     opts.audio = audio;
+    opts.speaker = parse_speaker(args.speaker.as_deref().unwrap_or("none"))?;
+    opts.audio_processing = args.audio_processing.as_deref().map(|v| {
+        if v == "on" {
+            meshcall::media::processing::ProcessingSettings::ON
+        } else {
+            meshcall::media::processing::ProcessingSettings::OFF
+        }
+    });
     opts.width = width;
     opts.height = height;
     opts.fps = fps;
@@ -420,8 +452,12 @@ fn join_app(args: JoinArgs) -> anyhow::Result<ExitCode> {
         || !args.simulate.is_empty()
         || args.stats_every.is_some()
         || args.no_receive
+        || args.speaker.is_some()
     {
-        anyhow::bail!("--duration, --simulate, --stats-every and --no-receive need --headless");
+        anyhow::bail!(
+            "--duration, --simulate, --stats-every, --no-receive and --speaker need --headless \
+             (the app chooses its speaker in Settings)"
+        );
     }
     let mut o = meshcall::ui::FormOverrides {
         room: args.room,
@@ -468,6 +504,9 @@ fn join_app(args: JoinArgs) -> anyhow::Result<ExitCode> {
             AudioChoice::None => AudioSource::None,
             AudioChoice::Synthetic => AudioSource::TestTone,
             AudioChoice::Microphone(_) => AudioSource::Microphone,
+            AudioChoice::File(_) => {
+                anyhow::bail!("the app takes a microphone or the tone; file:PATH is for --headless")
+            }
         });
     }
     if let Some(s) = &args.size {
@@ -503,7 +542,22 @@ fn parse_audio(s: &str) -> anyhow::Result<meshcall::engine::api::AudioChoice> {
         None if s == "synthetic" => AudioChoice::Synthetic,
         None if s == "mic" => AudioChoice::Microphone(None),
         Some(("mic", id)) => AudioChoice::Microphone(Some(id.into())),
-        _ => anyhow::bail!("--audio must be synthetic, mic[:ID] or none"),
+        Some(("file", path)) if !path.is_empty() => AudioChoice::File(path.into()),
+        _ => anyhow::bail!("--audio must be synthetic, mic[:ID], file:PATH.wav or none"),
+    })
+}
+
+fn parse_speaker(s: &str) -> anyhow::Result<meshcall::engine::api::SpeakerChoice> {
+    use meshcall::engine::api::SpeakerChoice;
+    Ok(match s.split_once(':') {
+        None if s == "none" => SpeakerChoice::None,
+        None if s == "default" => SpeakerChoice::Speaker(None),
+        // cpal names PulseAudio sinks `pulseaudio:NAME`.
+        Some(("pulse", name)) if !name.is_empty() => {
+            SpeakerChoice::Speaker(Some(format!("pulseaudio:{name}")))
+        }
+        Some((_, id)) if !id.is_empty() => SpeakerChoice::Speaker(Some(s.to_string())),
+        _ => anyhow::bail!("--speaker must be default, pulse:NAME, a speaker id or none"),
     })
 }
 
@@ -536,6 +590,7 @@ fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
             secret: Secret::new(secret.as_bytes().to_vec()),
             channel_patterns: PatternSet::any(),
             actions: Actions::all(),
+            app: String::new(),
         },
         (None, Some(path)) => {
             let file = FileConfig::load(path)?;

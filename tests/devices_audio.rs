@@ -9,9 +9,12 @@
 //! This file holds exactly one test: it points cpal at the private server through the
 //! process environment (`PULSE_SERVER`), which no other test may race with.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
+
+use common::pulse::Pulse;
 
 use meshcall::media::MediaError;
 use meshcall::media::audio::{OpusEncoder, dominant_frequency};
@@ -19,100 +22,8 @@ use meshcall::media::devices::{
     MicrophoneSource, SourceChoice, SpeakerSink, audio_sinks, audio_sources, list_microphones,
     list_speakers,
 };
-use meshcall::media::receive::Mixer;
+use meshcall::media::mixer::Mixer;
 use meshcall::media::source::{AUDIO_FRAME, AudioSink, AudioSource};
-
-struct Pulse {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Pulse {
-    /// Starts a private PulseAudio; `None` when the binary is missing.
-    fn start() -> Option<Pulse> {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let runtime = dir.path().join("runtime");
-        std::fs::create_dir_all(&runtime).expect("runtime dir");
-        let socket = dir.path().join("native");
-        let pa = dir.path().join("test.pa");
-        std::fs::write(
-            &pa,
-            format!(
-                "load-module module-null-sink sink_name=meshcall_null rate=48000 \
-                 sink_properties=device.description=MeshcallNull\n\
-                 load-module module-native-protocol-unix socket={} auth-anonymous=1\n\
-                 set-default-sink meshcall_null\n\
-                 set-default-source meshcall_null.monitor\n",
-                socket.display()
-            ),
-        )
-        .expect("write .pa");
-        let log = dir.path().join("pulseaudio.log");
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let spawned = Command::new("pulseaudio")
-            .arg("-n")
-            .arg("-F")
-            .arg(&pa)
-            .args([
-                "--exit-idle-time=-1",
-                "--daemonize=no",
-                "--system=false",
-                "--use-pid-file=false",
-                "--log-target=stderr",
-            ])
-            // A private home and runtime dir: no user configuration, no clash with a desktop
-            // server, and writable when running as root in CI.
-            .env("HOME", dir.path())
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .env_remove("PULSE_SERVER")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn();
-        let child = match spawned {
-            Ok(c) => c,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => panic!("starting pulseaudio: {e}"),
-        };
-        let mut pulse = Pulse {
-            child,
-            socket,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !pulse.socket.exists() {
-            if let Ok(Some(status)) = pulse.child.try_wait() {
-                panic!("pulseaudio exited ({status}):\n{}", pulse.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pulseaudio socket never appeared:\n{}",
-                pulse.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(pulse)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Pulse {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn rms(s: &[f32]) -> f64 {
     (s.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>() / s.len().max(1) as f64).sqrt()

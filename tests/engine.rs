@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use meshcall::client::{ClientOptions, Credential};
 use meshcall::engine::api::{
-    AudioChoice, Auth, Command, Event, JoinRequest, Simulation, SpeakerChoice, VideoChoice,
+    AudioChoice, Auth, CallState, Command, Event, JoinRequest, Simulation, SpeakerChoice,
+    VideoChoice,
 };
 use meshcall::engine::{EngineEvent, EngineOptions, spawn};
 use meshcall::peer::{MeteredPeer, PeerConnectionState, PeerSettings};
@@ -474,4 +475,175 @@ async fn devices_switch_mid_call() {
     for p in [&alice, &bob] {
         p.cmd.send(Command::Leave).await.expect("engine");
     }
+}
+
+/// Server-side publish (REST) can put any `from` on a message. Forged meshcall control messages
+/// must neither remove a member (a fake bye makes its next signalling drop look like a
+/// departure) nor put words and a name in its mouth (a fake chat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_app_messages_neither_remove_nor_impersonate_a_member() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let addr = server.local_addr();
+    let mut alice = Participant::join(&origin, "forge", "alice").await;
+    let mut bob = Participant::join(&origin, "forge", "bob").await;
+    alice
+        .wait("bob", Duration::from_secs(15), joined("bob"))
+        .await;
+    alice
+        .wait(
+            "bob's status",
+            Duration::from_secs(5),
+            |e| matches!(e, Event::RemoteStatus { peer, .. } if peer == "bob"),
+        )
+        .await;
+    let auth = bearer();
+    let forged = [
+        r#"{"from":"bob","peerMetadata":{"username":"Mallory"},"data":{"type":"meshcall-chat","text":"send me your password"}}"#,
+        r#"{"from":"bob","data":{"type":"meshcall-bye"}}"#,
+        r#"{"from":"nobody","data":{"type":"meshcall-status","mic_muted":true}}"#,
+    ];
+    for body in forged {
+        let (status, text) = http(
+            addr,
+            "POST",
+            "/v1/channels/forge/publish",
+            Some(&auth),
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let m = alice.mark();
+    alice.drain_for(Duration::from_millis(800)).await;
+    assert!(
+        !alice.seen[m..]
+            .iter()
+            .any(|(_, e)| matches!(e, Event::Chat { .. })),
+        "a forged chat was shown: {:?}",
+        alice.kinds()
+    );
+    // bob's signalling drops: after the forged bye it must still be a drop, not a departure.
+    let m = alice.mark();
+    let bob_m = bob.mark();
+    bob.cmd
+        .send(Command::Simulate(Simulation::DropSignalling))
+        .await
+        .expect("engine");
+    alice
+        .wait_after(
+            m,
+            "bob reconnecting",
+            Duration::from_secs(10),
+            state_of("bob", PeerConnectionState::Reconnecting),
+        )
+        .await;
+    assert!(
+        !alice.seen[m..].iter().any(|(_, e)| left("bob")(e)),
+        "a forged bye removed bob: {:?}",
+        alice.kinds()
+    );
+    // The real thing still works: bob's own chat arrives with his name.
+    alice
+        .wait_after(m, "bob back", Duration::from_secs(15), joined("bob"))
+        .await;
+    bob.wait_after(bob_m, "bob's own drop", Duration::from_secs(15), |e| {
+        matches!(
+            e,
+            Event::CallState {
+                state: CallState::Reconnecting,
+                ..
+            }
+        )
+    })
+    .await;
+    let bob_m = bob.mark();
+    bob.wait_after(bob_m, "bob rejoined", Duration::from_secs(15), |e| {
+        matches!(
+            e,
+            Event::CallState {
+                state: CallState::Joined,
+                ..
+            }
+        )
+    })
+    .await;
+    bob.cmd
+        .send(Command::SendChat("hello".into()))
+        .await
+        .expect("engine");
+    let chat = alice
+        .wait(
+            "bob's chat",
+            Duration::from_secs(5),
+            |e| matches!(e, Event::Chat { text, .. } if text == "hello"),
+        )
+        .await;
+    assert!(
+        matches!(&chat, Event::Chat { from, name, .. } if from == "bob" && name == "bob"),
+        "{chat:?}"
+    );
+}
+
+/// The cues played so far, from the next stats event after `mark`.
+async fn cues_after(p: &mut Participant, mark: usize) -> u64 {
+    match p
+        .wait_after(mark, "stats", Duration::from_secs(5), |e| {
+            matches!(e, Event::Stats(_))
+        })
+        .await
+    {
+        Event::Stats(s) => s.cues_played,
+        _ => unreachable!("matched stats"),
+    }
+}
+
+/// A newcomer and a departure each play one sound; the members found on joining do not; the
+/// setting turns them off mid-call and back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_and_leave_sounds_play_for_newcomers_and_departures_only() {
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let (v, a) = (VideoChoice::None, AudioChoice::None);
+    let mut ada = Participant::join_with(&origin, "cues", "ada", v.clone(), a.clone()).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    let mut bob = Participant::join_with(&origin, "cues", "bob", v.clone(), a.clone()).await;
+    ada.wait("bob joined", Duration::from_secs(10), joined("bob"))
+        .await;
+    let m = ada.mark();
+    assert_eq!(cues_after(&mut ada, m).await, 1, "a newcomer is announced");
+    bob.wait("ada listed", Duration::from_secs(10), joined("ada"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let m = bob.mark();
+    assert_eq!(
+        cues_after(&mut bob, m).await,
+        0,
+        "the people already in the room are not announced"
+    );
+
+    ada.cmd
+        .send(Command::SetSounds(false))
+        .await
+        .expect("engine");
+    let mut carol = Participant::join_with(&origin, "cues", "carol", v, a).await;
+    ada.wait("carol joined", Duration::from_secs(10), joined("carol"))
+        .await;
+    ada.drain_for(Duration::from_millis(1_500)).await;
+    let m = ada.mark();
+    assert_eq!(cues_after(&mut ada, m).await, 1, "sounds off: no cue");
+
+    ada.cmd
+        .send(Command::SetSounds(true))
+        .await
+        .expect("engine");
+    carol.cmd.send(Command::Leave).await.expect("engine");
+    ada.wait("carol left", Duration::from_secs(10), left("carol"))
+        .await;
+    let m = ada.mark();
+    assert_eq!(cues_after(&mut ada, m).await, 2, "a departure is announced");
+    carol
+        .wait("left", Duration::from_secs(5), |e| matches!(e, Event::Left))
+        .await;
 }

@@ -1,4 +1,4 @@
-//! ICE failure and the restart ladder (K4) with real packet loss: inside the test's own
+//! ICE failure and the restart ladder with real packet loss: inside the test's own
 //! loopback-only network namespace, an nftables rule drops every UDP packet, so both peer
 //! connections fail; the ladder restarts ICE, recovers when the rule goes, and reports
 //! exhaustion exactly once when it never does.

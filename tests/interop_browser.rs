@@ -10,46 +10,29 @@ mod common;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::process::Command;
 
 use common::interop::{
-    JsonLinesPeer, rust_peer, rust_side_drop_keeps_the_remote_peer, text_containing, wait_connected,
+    browser_peer, rust_peer_with_camera, rust_side_drop_keeps_the_remote_peer, text_containing,
+    wait_connected,
 };
 use common::*;
 use meshcall::media::receive::VideoReceiver;
-use meshcall::media::send::{TrackSpec, VideoSendSettings, VideoSender};
-use meshcall::media::synthetic::SyntheticVideoSource;
 use meshcall::peer::DataKind;
 
-fn browser_peer(origin: &str, token: &str, room: &str, name: &str) -> JsonLinesPeer {
-    let mut cmd = Command::new("node");
-    cmd.arg(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/interop/js/browser-peer.mjs"
-    ))
-    .args([
-        "--server", origin, "--token", token, "--room", room, "--name", name,
-    ])
-    .args(["--camera", "--dc", "joined"]);
-    JsonLinesPeer::spawn(cmd, "browser", "run tests/interop/js/setup.sh first")
-}
+/// The two tests here run one at a time. Side by side, three Chromiums and the Rust peer on two
+/// cores made the browser's data channel to the Rust peer fail to open within 20 s in about one
+/// run in four (video flowed both ways); alone it opened 8 runs in 8. That stall under load is
+/// an open bug, not something this lock fixes.
+static ONE_BROWSER_TEST_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_and_official_js_sdk_in_chromium_interoperate() {
+    let _one_at_a_time = ONE_BROWSER_TEST_AT_A_TIME.lock().await;
     let server = start(config()).await;
     let origin = server.ws_origin();
     // "browser" < "rust": the browser is polite; it opens "meshcall" at peer-joined.
-    let rust = rust_peer(&origin, token("rust", "Rust"));
     // The Rust side sends real H.264 (the synthetic pattern, one encoder for all peers).
-    let camera = VideoSender::start(
-        Box::new(SyntheticVideoSource::new(640, 480, 30.0).expect("source")),
-        TrackSpec::unique("rust-video", "rust-camera"),
-        VideoSendSettings::default(),
-    )
-    .expect("video sender");
-    rust.add_media(camera.media(), Some(json!({"role": "camera"})))
-        .await
-        .expect("add video");
+    let (rust, camera) = rust_peer_with_camera(&origin).await;
     let mut joined = rust.on_peer_joined();
     let mut data = rust.on_data();
     rust.join("browser-interop", true)
@@ -274,6 +257,7 @@ async fn rust_and_official_js_sdk_in_chromium_interoperate() {
 /// join→connected numbers and a check of the server against the official browser SDK.
 #[test]
 fn two_browsers_through_meshcall() {
+    let _one_at_a_time = ONE_BROWSER_TEST_AT_A_TIME.blocking_lock();
     let out = std::process::Command::new("bash")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -1,6 +1,6 @@
-//! Media end to end (issue 4): two Rust peers in one process exchange real H.264 video and Opus
+//! Media end to end: two Rust peers in one process exchange real H.264 video and Opus
 //! audio through the real server and real webrtc-rs connections (ICE on 127.0.0.1; CI runs this in
-//! a loopback-only network namespace, spec T1). The synthetic sources stamp every picture, so the
+//! a loopback-only network namespace). The synthetic sources stamp every picture, so the
 //! receiver can check which frames arrived, in what order, and how late.
 
 mod common;
@@ -13,7 +13,8 @@ use serde_json::json;
 use common::net::{loopback_peer, wait_remote};
 use common::*;
 use meshcall::media::MediaError;
-use meshcall::media::receive::{AudioReceiver, Mixer, VideoReceiver};
+use meshcall::media::mixer::{AudioReceiver, Mixer};
+use meshcall::media::receive::VideoReceiver;
 use meshcall::media::send::{AudioSender, TrackSpec, VideoSendSettings, VideoSender};
 use meshcall::media::source::AudioSink;
 use meshcall::media::synthetic::{SyntheticAudioSource, SyntheticVideoSource};

@@ -1,6 +1,6 @@
 //! MeteredPeer / RemotePeer end to end: real server on 127.0.0.1, real webrtc-rs connections with
 //! ICE limited to 127.0.0.1 (`PeerSettings::loopback_only`). CI runs this inside a loopback-only
-//! network namespace (spec T1).
+//! network namespace, so ICE cannot reach any other interface.
 
 mod common;
 
@@ -685,4 +685,107 @@ async fn local_track_metadata_reaches_the_peer_and_removal_ends_the_stream() {
         .expect("replace_track");
     a.close().await;
     b.close().await;
+}
+
+/// A peer that sends far more tracks than a call needs must not make us create resources for
+/// each: past the documented cap the excess is refused with a negotiation error, and the
+/// tracks before it keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_too_many_tracks_is_capped() {
+    use meshcall::media::send::{TrackSpec, VideoSendSettings, VideoSender};
+    use meshcall::media::synthetic::SyntheticVideoSource;
+    use meshcall::peer::MAX_REMOTE_TRACKS;
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let alice = peer(&origin, "alice", "Alice");
+    let mallory = peer(&origin, "mallory", "Mallory");
+    let mut senders = Vec::new();
+    for i in 0..(MAX_REMOTE_TRACKS + 4) {
+        let v = VideoSender::start(
+            Box::new(SyntheticVideoSource::new(32, 32, 5.0).expect("source")),
+            TrackSpec::unique(&format!("v{i}"), &format!("s{i}")),
+            VideoSendSettings::default(),
+        )
+        .expect("sender");
+        mallory.add_media(v.media(), None).await.expect("add");
+        senders.push(v);
+    }
+    alice.join("caps", false).await.expect("join");
+    let at_alice_joined = alice.on_peer_joined();
+    mallory.join("caps", false).await.expect("join");
+    drop(at_alice_joined);
+    let at_alice = wait_remote(&alice, "mallory", 10).await;
+    let mut errors = at_alice.on_negotiation_error();
+    let mut refused = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    while let Ok(Some(e)) = tokio::time::timeout_at(deadline, errors.next_item()).await {
+        refused.push(e);
+    }
+    let live: usize = at_alice
+        .current_streams()
+        .iter()
+        .map(|s| s.tracks.len())
+        .sum();
+    println!(
+        "alice runs {live} of mallory's tracks; refusals: {}",
+        refused.len()
+    );
+    assert!(live <= MAX_REMOTE_TRACKS, "{live} tracks");
+    assert!(
+        live >= MAX_REMOTE_TRACKS - 2,
+        "tracks up to the cap run ({live})"
+    );
+    assert!(
+        refused.iter().any(|e| e.contains("track")),
+        "the excess tracks are refused with a negotiation error: {refused:?}"
+    );
+    alice.close().await;
+    mallory.close().await;
+}
+
+/// The same for data channels a peer opens towards us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_opening_too_many_data_channels_is_capped() {
+    use meshcall::peer::MAX_REMOTE_DATA_CHANNELS;
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let alice = peer(&origin, "alice", "Alice");
+    let mallory = peer(&origin, "mallory", "Mallory");
+    alice.join("caps", false).await.expect("join");
+    mallory.join("caps", false).await.expect("join");
+    let at_alice = wait_remote(&alice, "mallory", 10).await;
+    let at_mallory = wait_remote(&mallory, "alice", 10).await;
+    let mut channels = at_alice.on_data_channel();
+    let mut errors = at_alice.on_negotiation_error();
+    let mut opened = Vec::new();
+    for i in 0..(MAX_REMOTE_DATA_CHANNELS + 8) {
+        opened.push(
+            at_mallory
+                .create_data_channel(&format!("dc{i}"), None)
+                .await
+                .expect("create"),
+        );
+    }
+    let (mut n, mut refused) = (0usize, Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+    loop {
+        tokio::select! {
+            c = channels.next_item() => if c.is_some() { n += 1 },
+            e = errors.next_item() => if let Some(e) = e { refused.push(e) },
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    println!("alice accepted {n} channels; refusals: {}", refused.len());
+    assert!(n <= MAX_REMOTE_DATA_CHANNELS, "{n} channels");
+    assert!(
+        n >= MAX_REMOTE_DATA_CHANNELS - 2,
+        "channels up to the cap open ({n})"
+    );
+    assert!(
+        refused.iter().any(|e| e.contains("data channel")),
+        "the excess channels are refused with a negotiation error: {refused:?}"
+    );
+    drop(opened);
+    alice.close().await;
+    mallory.close().await;
 }

@@ -1,6 +1,6 @@
-//! K5: after a reconnect, a MeteredPeer waits for the snapshot of its channel; when none comes
-//! it re-subscribes twice, then reports `ReconcileTimeout`. A scripted WebSocket server on
-//! 127.0.0.1 plays a Metered server that never sends the snapshot on the second connection.
+//! Reconcile deadline: after a reconnect, a MeteredPeer waits for the snapshot of its channel; when
+//! none comes it re-subscribes twice, then reports `ReconcileTimeout`. A scripted WebSocket server
+//! on 127.0.0.1 plays a Metered server that never sends the snapshot on the second connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -74,6 +74,7 @@ async fn authentication_failures_close_before_welcome() {
         secret: meshcall::auth::Secret::new(b"another-secret-xyz0123".to_vec()),
         channel_patterns: meshcall::auth::PatternSet::any(),
         actions: meshcall::auth::Actions::all(),
+        app: String::new(),
     };
     let req = MintRequest {
         sub: "mallory".into(),
@@ -370,7 +371,7 @@ async fn every_error_code_over_the_wire() {
         "over_message_quota",
     )
     .await;
-    // The limited connection is still usable (S3).
+    // The limited connection is still usable: refusals are error frames, not closes.
     let snap = subscribe(&mut lim, "allowed-1").await;
     assert_eq!(snap["joined"], json!([]));
 }
@@ -571,6 +572,55 @@ async fn per_ip_connect_rate_gets_http_429() {
         tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status(), 429),
         other => panic!("expected HTTP 429, got {other}"),
     }
+}
+
+/// Behind a trusted load balancer each client has its own budget (named by X-Forwarded-For);
+/// the same header from an untrusted source changes nothing.
+#[tokio::test]
+async fn a_trusted_proxy_forwards_the_client_address_for_the_connect_budget() {
+    async fn attempt(addr: std::net::SocketAddr, forwarded_for: &str) -> u16 {
+        let mut req = format!("ws://{addr}/v1?key={PK}")
+            .into_client_request()
+            .expect("request");
+        req.headers_mut()
+            .insert("x-forwarded-for", forwarded_for.parse().expect("header"));
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut cfg = config();
+    cfg.shell.connects_per_ip_per_minute = 2;
+    cfg.shell.trusted_proxies =
+        meshcall::server::limits::TrustedProxies::parse(&["127.0.0.1".into()]).expect("parse");
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    assert_eq!(attempt(addr, "203.0.113.1").await, 101);
+    assert_eq!(attempt(addr, "203.0.113.1").await, 101);
+    assert_eq!(
+        attempt(addr, "203.0.113.1").await,
+        429,
+        "that client's budget is spent"
+    );
+    assert_eq!(
+        attempt(addr, "203.0.113.2").await,
+        101,
+        "another client is not"
+    );
+
+    // Without trust, the header is ignored: the loopback peer's own budget applies.
+    let mut cfg = config();
+    cfg.shell.connects_per_ip_per_minute = 2;
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    assert_eq!(attempt(addr, "203.0.113.1").await, 101);
+    assert_eq!(attempt(addr, "203.0.113.2").await, 101);
+    assert_eq!(
+        attempt(addr, "203.0.113.3").await,
+        429,
+        "a client cannot rotate headers"
+    );
 }
 
 #[tokio::test]
@@ -830,6 +880,107 @@ async fn a_consumer_that_stops_reading_is_closed_with_1008_and_leaves() {
     );
 }
 
+/// A client the server has closed cannot keep its socket, and the frames queued for it, alive by
+/// talking without reading: once closed, both halves end within the close timeout.
+#[tokio::test]
+async fn a_closed_client_that_keeps_talking_and_never_reads_is_dropped() {
+    let mut cfg = config();
+    cfg.shell.outbox_capacity = 16;
+    cfg.shell.close_timeout = Duration::from_secs(1);
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let (mut slow, _) = connect(addr, "slow", "S").await;
+    subscribe(&mut slow, "room").await;
+    let (mut slow_tx, _never_read) = slow.split();
+    let (mut talker, _) = connect(addr, "talker", "T").await;
+    assert_eq!(server.open_sockets(), 2);
+    let pad = "z".repeat(60_000);
+    for i in 0..150 {
+        let frame =
+            format!(r#"{{"type":"publish","channel":"room","data":{{"i":{i},"pad":"{pad}"}}}}"#);
+        talker
+            .send(Message::Text(frame.into()))
+            .await
+            .expect("send");
+    }
+    send(&mut talker, json!({"type":"ping"})).await;
+    assert_eq!(recv(&mut talker).await["type"], "pong");
+    assert_eq!(server.connection_count(), 1, "the hub closed the slow one");
+    // `slow` pings every 200 ms and never reads. The server must still let go of it.
+    let started = Instant::now();
+    while server.open_sockets() > 1 && started.elapsed() < Duration::from_secs(8) {
+        let _ = slow_tx
+            .send(Message::Text(json!({"type":"ping"}).to_string().into()))
+            .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let held = started.elapsed();
+    assert_eq!(
+        server.open_sockets(),
+        1,
+        "the closed client's socket is still served after {held:?}"
+    );
+    assert!(held < Duration::from_secs(4), "dropped only after {held:?}");
+    send(&mut talker, json!({"type":"ping"})).await;
+    assert_eq!(
+        recv(&mut talker).await["type"],
+        "pong",
+        "the talker is unaffected"
+    );
+}
+
+/// A REST client that sends its headers but trickles the body (a byte every 500 ms) gets
+/// 408 once the request timeout has passed, instead of holding the request open.
+#[tokio::test]
+async fn a_client_trickling_a_rest_body_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.shell.request_timeout = Duration::from_secs(2);
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut r, mut w) = s.into_split();
+    let head = format!(
+        "POST /v1/channels/room/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        bearer()
+    );
+    w.write_all(head.as_bytes()).await.expect("headers");
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..10 {
+            if w.write_all(b" ").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let response = tokio::time::timeout(Duration::from_secs(8), reader)
+        .await
+        .expect("an answer within 8 s")
+        .expect("reader");
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    trickle.abort();
+}
+
 #[tokio::test]
 async fn a_client_close_is_answered_with_a_close_frame() {
     let server = start(config()).await;
@@ -854,4 +1005,163 @@ async fn a_client_close_is_answered_with_a_close_frame() {
     .await
     .expect("answer within 5 s");
     assert_eq!(echoed, Some(1000));
+}
+
+/// Slowloris: a client that trickles its request headers one byte at a time must not hold a
+/// socket for ever. The server gives up once the header-read timeout has passed.
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.shell.header_read_timeout = Duration::from_secs(2);
+    let server = start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .expect("connect");
+    let request = b"GET /v1?token=x HTTP/1.1\r\nHost: meshcall\r\nUpgrade: websocket\r\n";
+    let started = std::time::Instant::now();
+    let mut closed_after = None;
+    for &b in request.iter() {
+        if s.write_all(&[b]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        // Read with a short wait: the server answers (408 or nothing) and closes.
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(_)) => {} // a 408 response; the close follows
+            Err(_) => {}    // still open
+        }
+        if started.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the trickling connection was never closed");
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed only after {closed_after:?}"
+    );
+}
+
+/// Two signing keys configured as separate apps share nothing: the same peer id minted by the
+/// other key neither receives directs nor shows in presence, publishes stay within the app, and
+/// a REST kick or presence query reaches only the calling key's app.
+#[tokio::test]
+async fn apps_on_different_keys_share_nothing() {
+    use meshcall::auth::{Actions, PatternSet, Secret, SecretKey, mint};
+    const KID_B: &str = "other-app-kid";
+    const SECRET_B: &str = "other-app-secret-0123456789";
+    let mut ring = keys();
+    ring.secret_keys[0].app = "app-a".into();
+    let key_b = SecretKey {
+        kid: KID_B.into(),
+        secret: Secret::new(SECRET_B.as_bytes().to_vec()),
+        channel_patterns: PatternSet::any(),
+        actions: Actions::all(),
+        app: "app-b".into(),
+    };
+    ring.secret_keys.push(key_b.clone());
+    let server = start(meshcall::server::ServerConfig::new(
+        "127.0.0.1:0".parse().expect("addr"),
+        ring,
+    ))
+    .await;
+    let addr = server.local_addr();
+    let (mut alice, _) = connect(addr, "alice", "Alice").await;
+    let (mut bob, _) = connect(addr, "bob", "Bob").await;
+    let impostor_token = mint(
+        &key_b,
+        &MintRequest {
+            sub: "alice".into(),
+            ttl_secs: 600,
+            peer_metadata: Some(json!({"username": "Mallory"})),
+            ..MintRequest::default()
+        },
+        unix_now(),
+    )
+    .expect("mint")
+    .0;
+    let mut impostor = connect_raw(addr, &format!("token={impostor_token}")).await;
+    assert_eq!(recv(&mut impostor).await["type"], "welcome");
+
+    // Presence: each app sees only its own members of "room".
+    subscribe(&mut alice, "room").await;
+    let snap = subscribe(&mut bob, "room").await;
+    assert_eq!(
+        snap["joined"],
+        json!([{"peerId":"alice","metadata":{"username":"Alice"}}])
+    );
+    assert_eq!(recv(&mut alice).await["joined"][0]["peerId"], "bob");
+    let snap = subscribe(&mut impostor, "room").await;
+    assert_eq!(snap["joined"], json!([]), "app B's room is empty: {snap}");
+    silent(&mut alice, 200).await;
+    silent(&mut bob, 200).await;
+
+    // Directs to "alice" reach app A's alice only.
+    send(
+        &mut bob,
+        json!({"type":"send","to":"alice","data":"sdp-offer"}),
+    )
+    .await;
+    assert_eq!(recv(&mut alice).await["data"], "sdp-offer");
+    silent(&mut impostor, 300).await;
+    // …and the impostor cannot reach app A's bob at all.
+    send(
+        &mut impostor,
+        json!({"type":"send","to":"bob","data":"hi","requestId":"s1"}),
+    )
+    .await;
+    assert_eq!(recv(&mut impostor).await["code"], "peer_not_found");
+    silent(&mut bob, 200).await;
+
+    // Publishes stay within the app.
+    send(
+        &mut bob,
+        json!({"type":"publish","channel":"room","data":"to app A"}),
+    )
+    .await;
+    assert_eq!(recv(&mut alice).await["data"], "to app A");
+    silent(&mut impostor, 300).await;
+
+    // REST with key B sees and kicks only app B's "alice".
+    let bearer_b = format!("{KID_B}:{SECRET_B}");
+    let (_, body) = http(
+        addr,
+        "GET",
+        "/v1/channels/room/peers",
+        Some(&bearer_b),
+        None,
+    )
+    .await;
+    let peers: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        peers["peers"],
+        json!([{"peerId":"alice","metadata":{"username":"Mallory"}}])
+    );
+    let (status, body) = http(addr, "DELETE", "/v1/peers/alice", Some(&bearer_b), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        close_code(&mut impostor, Duration::from_secs(5)).await,
+        Some(4020)
+    );
+    send(&mut alice, json!({"type":"ping"})).await;
+    assert_eq!(
+        recv(&mut alice).await["type"],
+        "pong",
+        "app A's alice stays"
+    );
+    let (_, body) = http(
+        addr,
+        "GET",
+        "/v1/channels/room/peers",
+        Some(&bearer()),
+        None,
+    )
+    .await;
+    let peers: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(peers["peers"].as_array().map(Vec::len), Some(2), "{body}");
 }

@@ -252,7 +252,15 @@ fn join_screen_validation_and_persistence() {
     assert_eq!(back.name, "Ada");
     assert_eq!(back.mode, AuthMode::Token);
     assert_eq!(back.token, "", "tokens are not written to disk");
-    assert_eq!(MeshcallApp::load_form(None), JoinForm::default());
+    assert_eq!(
+        MeshcallApp::load_form(None),
+        JoinForm {
+            devices_chosen: false,
+            ..JoinForm::default()
+        },
+        "nothing remembered: the defaults, waiting for the first device scan"
+    );
+    assert!(back.devices_chosen, "a remembered form keeps its sources");
     let mut h2 = app_harness(MeshcallApp::new(Box::new(FakeEngine::default()), back));
     h2.run_steps(2);
     assert!(h2.query_by_label("Token").is_some());
@@ -624,7 +632,7 @@ fn no_video_tile_shows_name_ring_status_and_stats() {
         local: 0.0,
         peers: vec![("alan".into(), 0.2), ("peer-1".into(), 0.01)],
     });
-    v.apply(Event::Stats(StatsSnapshot {
+    v.apply(Event::Stats(Box::new(StatsSnapshot {
         remote_video: vec![(
             "peer-1".into(),
             "cam-1".into(),
@@ -640,7 +648,7 @@ fn no_video_tile_shows_name_ring_status_and_stats() {
             },
         )],
         ..StatsSnapshot::default()
-    }));
+    })));
     v.show_stats = true;
     let (mut h, _rs) = call_harness(v);
     h.run_steps(2);
@@ -822,6 +830,7 @@ fn settings_rejoin_applies_the_new_resolution() {
 fn settings_switch_devices_mid_call_without_rejoining() {
     use meshcall::engine::api::{AudioChoice, SpeakerChoice, VideoChoice};
     use meshcall::media::devices::{SinkChoice, SourceChoice};
+    use meshcall::media::processing::ProcessingSettings;
     use meshcall::media::source::DeviceInfo;
     use meshcall::ui::devices::DeviceLists;
     let dev = |id: &str, name: &str| DeviceInfo {
@@ -867,14 +876,212 @@ fn settings_switch_devices_mid_call_without_rejoining() {
         &[
             Command::SetCamera(VideoChoice::Camera("cam-usb".into())),
             Command::SetMicrophone(AudioChoice::Microphone(Some("mic-2".into()))),
+            Command::SetAudioProcessing(ProcessingSettings::ON),
             Command::SetSpeaker(SpeakerChoice::Speaker(Some("spk-2".into()))),
         ],
-        "each pick goes to the engine at once; no leave, no rejoin"
+        "each pick goes to the engine at once (a microphone with its processing); no leave, \
+         no rejoin"
     );
+    // Microphone processing toggles apply at once too, and are remembered.
+    h.get_by_label("Noise suppression").click();
+    h.run_steps(2);
+    let expected = ProcessingSettings {
+        noise_suppression: false,
+        ..ProcessingSettings::ON
+    };
+    assert_eq!(
+        engine.sent().last(),
+        Some(&Command::SetAudioProcessing(expected))
+    );
+    assert_eq!(h.state().form.audio_processing, expected);
     // Remembered for the next call too.
     let form = &h.state().form;
     assert_eq!(form.camera_id, "cam-usb");
     assert_eq!(form.mic_id, "mic-2");
     assert_eq!(form.speaker_id, "spk-2");
     assert!(h.state().call().is_some(), "still in the call");
+}
+
+/// A feed whose receive pipeline failed on an internal error.
+struct FailedFeed;
+
+impl VideoFeed for FailedFeed {
+    fn latest(&self) -> Option<Arc<DecodedFrame>> {
+        None
+    }
+    fn stats(&self) -> ReceiveStats {
+        ReceiveStats {
+            failed: Some("receive: depacketizer bug".into()),
+            ..ReceiveStats::default()
+        }
+    }
+}
+
+#[test]
+fn a_failed_video_pipeline_says_so_instead_of_freezing() {
+    let mut v = call_with(1);
+    v.apply(Event::StreamAdded {
+        peer: "peer-0".into(),
+        stream_id: "cam-0".into(),
+        role: StreamRole::Camera,
+        metadata: Some(json!({"role": "camera"})),
+        video: Some(RemoteVideo(Arc::new(FailedFeed))),
+        has_audio: true,
+    });
+    let (mut h, _rs) = call_harness(v);
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("Ada, video stopped").is_some(),
+        "the tile tells the user the video stopped"
+    );
+}
+
+#[test]
+fn talking_while_muted_shows_you_are_muted() {
+    let mut v = call_with(1);
+    v.local.mic_muted = true;
+    for k in 0..8 {
+        v.set_now(f64::from(k) * 0.1);
+        v.apply(Event::Levels {
+            local: 0.05,
+            peers: Vec::new(),
+        });
+    }
+    let (mut h, _rs) = call_harness(v);
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("You are muted — press M to talk")
+            .is_some(),
+        "the notice is on screen"
+    );
+}
+
+#[test]
+fn the_s_key_opens_the_screen_picker_and_a_pick_starts_the_share() {
+    use meshcall::engine::api::VideoChoice;
+    let engine = FakeEngine::default();
+    let form = JoinForm {
+        name: "Ada".into(),
+        ..JoinForm::default()
+    };
+    let mut app = MeshcallApp::new(Box::new(engine.clone()), form);
+    app.join_from_form();
+    let mut h = app_harness(app);
+    engine.push(Event::CallState {
+        state: CallState::Joined,
+        since: None,
+    });
+    h.run_steps(1);
+    let before = engine.sent().len();
+    h.key_press(Key::S);
+    h.run_steps(2);
+    assert_eq!(engine.sent().len(), before, "S alone shares nothing");
+    assert!(h.state().call().is_some_and(|c| c.share_picker_open));
+    h.get_by_label("Test pattern (synthetic share)").click();
+    h.run_steps(2);
+    assert_eq!(
+        engine.sent().last(),
+        Some(&Command::StartScreenShare(VideoChoice::Synthetic))
+    );
+    assert!(
+        h.state()
+            .call()
+            .is_some_and(|c| c.local.sharing && !c.share_picker_open)
+    );
+    // S again stops the share.
+    h.key_press(Key::S);
+    h.run_steps(1);
+    assert_eq!(engine.sent().last(), Some(&Command::StopScreenShare));
+}
+
+/// A new user's form (nothing remembered) picks the system's camera and microphone from the
+/// first scan, or the test sources with a note when there are none.
+#[test]
+fn a_new_user_gets_the_real_devices_or_a_note_saying_why_not() {
+    use meshcall::media::devices::{SinkChoice, SourceChoice};
+    use meshcall::media::source::DeviceInfo;
+    use meshcall::ui::devices::DeviceLists;
+    use meshcall::ui::join::{AudioSource, VideoSource};
+    let dev = |id: &str, name: &str| DeviceInfo {
+        id: id.into(),
+        name: name.into(),
+    };
+    let with_devices = DeviceLists {
+        cameras: vec![
+            SourceChoice::Camera(dev("/dev/video2", "USB Camera")),
+            SourceChoice::Synthetic {
+                label: "Synthetic test pattern".into(),
+            },
+        ],
+        microphones: vec![SourceChoice::Microphone(dev("mic-1", "Built-in Mic"))],
+        speakers: vec![SinkChoice::Speaker(dev("spk-1", "Speakers"))],
+        screens: Vec::new(),
+        complete: true,
+    };
+    let without = DeviceLists {
+        cameras: vec![SourceChoice::Synthetic {
+            label: "No camera found".into(),
+        }],
+        microphones: vec![SourceChoice::Synthetic {
+            label: "No microphone found".into(),
+        }],
+        speakers: Vec::new(),
+        screens: Vec::new(),
+        complete: true,
+    };
+    for (lists, video, audio, note) in [
+        (
+            with_devices,
+            VideoSource::Camera,
+            AudioSource::Microphone,
+            None,
+        ),
+        (
+            without,
+            VideoSource::TestPattern,
+            AudioSource::TestTone,
+            Some(
+                "No camera found: sending a test pattern. No microphone found: sending a test tone.",
+            ),
+        ),
+    ] {
+        let form = MeshcallApp::load_form(None);
+        assert!(!form.devices_chosen, "nothing remembered: a new user");
+        let mut app = MeshcallApp::new(Box::new(FakeEngine::default()), form);
+        app.devices.set(lists);
+        let mut h = app_harness(app);
+        h.run_steps(2);
+        let form = &h.state().form;
+        assert!(form.devices_chosen);
+        assert_eq!((form.video, form.audio), (video, audio));
+        assert_eq!(form.device_note.as_deref(), note);
+        if video == VideoSource::Camera {
+            assert_eq!(form.camera_id, "/dev/video2");
+            assert_eq!(form.mic_id, "", "the system default microphone");
+        }
+        if let Some(n) = note {
+            assert!(h.query_by_label(n).is_some(), "the note is on the form");
+        }
+    }
+}
+
+#[test]
+fn a_tiles_volume_slider_sends_the_participants_volume() {
+    let (mut h, _rs) = call_harness(call_with(2));
+    h.run_steps(2);
+    h.get_by_label("Grace").click_secondary();
+    h.run_steps(2);
+    h.get_by_role_and_label(egui::accesskit::Role::Slider, "Volume")
+        .set_value_accesskit(150.0);
+    h.run_steps(2);
+    let (_, sent) = h.state();
+    assert!(
+        sent.iter().any(|a| *a
+            == CallAction::Send(Command::SetPeerVolume {
+                peer: "peer-1".into(),
+                volume: 1.5
+            })),
+        "{sent:?}"
+    );
+    assert_eq!(h.state().0.volumes.get("peer-1"), Some(&1.5), "remembered");
 }

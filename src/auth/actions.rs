@@ -1,4 +1,4 @@
-//! The four operations a credential may grant (`protocol.md` §2.1–2.2).
+//! The four operations a credential may grant.
 //!
 //! Keys call the list `actions`, tokens and the REST token body call it `permissions`; both are
 //! subsets of `publish`, `subscribe`, `presence`, `send`. A connection's effective set is the

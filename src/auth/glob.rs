@@ -1,4 +1,4 @@
-//! Channel globs (`protocol.md` §2.4, decision S2).
+//! Channel globs, with the semantics Metered documents for key and token channel lists.
 //!
 //! Keys carry `channelPatterns` and tokens carry a `channels` claim; both are lists of globs:
 //!
@@ -138,7 +138,8 @@ impl ChannelPattern {
     /// Whether `channel` (the whole name) matches this pattern.
     ///
     /// Cost is O(pattern tokens × channel bytes) at worst, so callers should validate the channel
-    /// (`check_channel`, ≤ 256 bytes) before asking, as the error precedence of §20.18 does anyway.
+    /// (`check_channel`, ≤ 256 bytes) before asking, as the hub does anyway (an invalid channel
+    /// is reported before any authorisation check).
     pub fn matches(&self, channel: &str) -> bool {
         if let Some(lit) = &self.literal {
             return lit == channel;
@@ -157,8 +158,8 @@ impl ChannelPattern {
     /// Whether every channel matched by `other` is also matched by `self`.
     ///
     /// Needed where a caller asks for a pattern rather than a channel: the REST token endpoint
-    /// must refuse `channels` that are not within the signing key's patterns (`protocol.md`
-    /// §16.1), and pattern subscriptions (§20.1) must be covered by a granted pattern.
+    /// must refuse `channels` that are not within the signing key's patterns, and pattern
+    /// subscriptions (not supported yet) would have to be covered by a granted pattern.
     ///
     /// The test is *sound but not complete*: `true` guarantees coverage; `false` may occasionally
     /// be returned for an exotic pair that is in fact covered. That is the safe direction for an
@@ -384,7 +385,7 @@ mod tests {
 
     #[test]
     fn documented_examples() {
-        // (pattern, channel, expected) — protocol.md §2.4.
+        // (pattern, channel, expected) — the examples from Metered's channel documentation.
         let cases = [
             ("app_abc/*", "app_abc/room-1", true),
             ("app_abc/*", "app_abc/sub/deep", false),

@@ -1,4 +1,4 @@
-//! Minting and verifying connection tokens (decision S2, `protocol.md` §2.2, §16.1).
+//! Minting and verifying connection tokens (WebSocket connect and the REST token endpoint).
 //!
 //! Tokens are HS256 JWTs signed with a secret key and naming it in the header `kid`. Claims:
 //!
@@ -6,12 +6,13 @@
 //! |---|---|
 //! | `sub` | required; the peer id: 1–128 printable ASCII |
 //! | `exp` | required; unix seconds; the token is dead once `exp <= now` |
-//! | `iat` | written by [`mint`], ignored on verify |
+//! | `nbf` | optional; the token is refused (4001) while `nbf > now` — zero leeway, like `exp` |
+//! | `iat` | written by [`mint`]; a numeric `iat` more than a minute ahead of `now` is refused (4001) |
 //! | `channels` | optional globs; absent = the key's patterns alone |
 //! | `permissions` | optional action names; absent = the key's actions; always ∩ key actions |
 //! | `peerMetadata` | optional object, ≤ [`MAX_PEER_METADATA_BYTES`] serialised |
 //! | `metadata` | optional object, ≤ [`MAX_METADATA_BYTES`] serialised |
-//! | `aud`, `iss`, `nbf`, others | ignored: Metered's own examples carry `iss`, and an unknown claim must not lock out a client that works against the hosted service |
+//! | `aud`, `iss`, others | ignored: Metered's own examples carry `iss`, and an unknown claim must not lock out a client that works against the hosted service |
 //!
 //! A JSON `null` for an optional claim is read as "absent", because common JWT libraries write
 //! unset optional fields that way.
@@ -34,17 +35,17 @@ use super::glob::{ChannelPattern, PatternSet};
 use super::keys::{Principal, PrincipalKind, SecretKey};
 use crate::protocol::validate::check_peer_id;
 
-/// Largest serialised `peerMetadata` (compact JSON bytes), per §9/§12.
+/// Largest serialised `peerMetadata` (compact JSON bytes), Metered's documented limit.
 pub const MAX_PEER_METADATA_BYTES: usize = 4096;
-/// Largest serialised `metadata` (compact JSON bytes), per §9/§12.
+/// Largest serialised `metadata` (compact JSON bytes), Metered's documented limit.
 pub const MAX_METADATA_BYTES: usize = 8192;
 /// Longest token accepted, in bytes. Checked before any decoding so an attacker cannot make the
 /// server base64-decode and parse megabytes per connection attempt.
 pub const MAX_TOKEN_LEN: usize = 64 * 1024;
-/// Token lifetime the REST endpoint uses when none is asked for (§16.1).
+/// Token lifetime the REST endpoint uses when none is asked for (Metered's default).
 pub const DEFAULT_TTL_SECS: u64 = 3600;
-/// Longest lifetime the REST endpoint grants (§16.1). Not enforced by [`mint`] itself, so an
-/// embedded server may mint longer-lived tokens for itself.
+/// Longest lifetime the REST endpoint grants (Metered's cap). Not enforced by [`mint`] itself, so
+/// an embedded server may mint longer-lived tokens for itself.
 pub const MAX_TTL_SECS: u64 = 86_400;
 
 /// Why a credential was refused. The `Display` text is safe to send as a close reason or log:
@@ -66,6 +67,10 @@ pub enum AuthError {
     /// `exp` is at or before the current time.
     #[error("token expired")]
     Expired,
+    /// `nbf` lies in the future, or `iat` more than a minute ahead (RFC 7519 §4.1.5: the
+    /// token must not be accepted yet).
+    #[error("token not yet valid")]
+    NotYetValid,
     /// No `exp` claim: tokens without expiry are refused outright.
     #[error("token has no exp claim")]
     MissingExpiry,
@@ -94,7 +99,7 @@ pub enum AuthError {
 }
 
 impl AuthError {
-    /// The WebSocket close code for a failed connect (§11): 4002 lets the client fetch a fresh
+    /// The WebSocket close code for a failed connect: 4002 lets the client fetch a fresh
     /// token and retry; everything else is 4001, which SDKs treat as terminal.
     pub fn close_code(&self) -> u16 {
         match self {
@@ -103,6 +108,10 @@ impl AuthError {
         }
     }
 }
+
+/// How far ahead of our clock a token's `iat` may be before the token is refused: a backend
+/// whose clock runs a little fast still works; a token "issued" an hour from now does not.
+pub const IAT_CLOCK_SKEW_SECS: u64 = 60;
 
 /// What to put in a token.
 #[derive(Clone, Debug, Default)]
@@ -141,7 +150,7 @@ struct WireClaims<'a> {
 ///
 /// Applies the same claim rules as verification, so a minted token always verifies (until it
 /// expires). It does not check that `channels`/`permissions` are within the key's scope: the
-/// REST layer decides whether to refuse (§16.1) and verification narrows them anyway.
+/// REST layer decides whether to refuse and verification narrows them anyway.
 pub fn mint(key: &SecretKey, req: &MintRequest, now_unix: u64) -> Result<(String, u64), AuthError> {
     check_peer_id(&req.sub).map_err(|_| AuthError::InvalidSubject)?;
     if req.ttl_secs == 0 {
@@ -252,6 +261,22 @@ pub(crate) fn verify(
     if exp <= now_unix {
         return Err(AuthError::Expired);
     }
+    match claims.get("nbf") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            let nbf = numeric_date(v).ok_or(AuthError::InvalidClaim("nbf"))?;
+            if nbf > now_unix {
+                return Err(AuthError::NotYetValid);
+            }
+        }
+    }
+    if claims
+        .get("iat")
+        .and_then(numeric_date)
+        .is_some_and(|iat| iat > now_unix.saturating_add(IAT_CLOCK_SKEW_SECS))
+    {
+        return Err(AuthError::NotYetValid);
+    }
 
     let peer_id = match claims.remove("sub") {
         Some(Value::String(sub)) if check_peer_id(&sub).is_ok() => sub,
@@ -290,6 +315,7 @@ pub(crate) fn verify(
         peer_metadata,
         metadata,
         expires_at: Some(exp),
+        app: key.app.clone(),
     })
 }
 
@@ -635,11 +661,11 @@ mod tests {
         let (one, two) = (single_ring(), ring());
         let cases: Vec<(&str, String, &KeyRing)> = vec![
             (
-                "aud, iss, nbf in the future, iat, jti",
+                "aud, iss, nbf now, iat a little ahead, jti",
                 craft(
                     &h,
                     &json!({"sub": "a", "exp": NOW + 1, "aud": ["x", 1], "iss": "your-backend",
-                            "nbf": NOW + 1000, "iat": "whenever", "jti": 7}),
+                            "nbf": NOW, "iat": NOW + 30, "jti": 7}),
                     SECRET_ONE,
                 ),
                 &two,
@@ -863,6 +889,26 @@ mod tests {
                 AuthError::Expired,
             ),
             (
+                "nbf one second in the future",
+                claims_with("nbf", json!(NOW + 1)),
+                AuthError::NotYetValid,
+            ),
+            (
+                "nbf far in the future",
+                claims_with("nbf", json!(NOW + 1000)),
+                AuthError::NotYetValid,
+            ),
+            (
+                "nbf not a number",
+                claims_with("nbf", json!("soon")),
+                AuthError::InvalidClaim("nbf"),
+            ),
+            (
+                "iat an hour in the future",
+                claims_with("iat", json!(NOW + 3600)),
+                AuthError::NotYetValid,
+            ),
+            (
                 "missing exp",
                 craft(&h1, &without(base_claims(), "exp"), SECRET_ONE),
                 AuthError::MissingExpiry,
@@ -1068,6 +1114,7 @@ mod tests {
     fn close_codes() {
         let cases = [
             (AuthError::Expired, 4002),
+            (AuthError::NotYetValid, 4001),
             (AuthError::Malformed, 4001),
             (AuthError::UnsupportedAlgorithm, 4001),
             (AuthError::UnknownKey, 4001),

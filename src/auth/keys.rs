@@ -1,11 +1,11 @@
-//! Keys, the key ring, and the authenticated [`Principal`] (`protocol.md` §2.1–2.3, §16).
+//! Keys, the key ring, and the authenticated [`Principal`].
 //!
 //! Two credential kinds exist. A *secret key* is a public id (`sk_id_…`, the JWT `kid`) plus a
 //! signing secret; it signs tokens and authenticates REST calls (`Bearer <kid>:<secret>`). A
 //! *publishable key* (`pk_live_…`) is its own credential: whoever has the string may connect,
 //! which is why it carries a fixed scope and an optional origin allow-list.
 //!
-//! Secrets and publishable keys must never reach logs (decision K8), so every type here that
+//! Secrets and publishable keys must never reach logs, so every type here that
 //! holds one implements `Debug` by hand and shows at most a short prefix.
 
 use std::fmt;
@@ -112,6 +112,10 @@ pub struct SecretKey {
     pub channel_patterns: PatternSet,
     /// Actions any token signed by this key may use at most.
     pub actions: Actions,
+    /// The application (tenant) this key belongs to. Peer ids, channels, directs and kicks are
+    /// scoped to it: two apps on one server share nothing. Empty: the default app, shared by
+    /// every key without one.
+    pub app: String,
 }
 
 impl SecretKey {
@@ -127,6 +131,7 @@ impl SecretKey {
             secret: secret.into(),
             channel_patterns,
             actions,
+            app: String::new(),
         }
     }
 }
@@ -138,6 +143,7 @@ impl fmt::Debug for SecretKey {
             .field("secret", &self.secret)
             .field("channel_patterns", &self.channel_patterns)
             .field("actions", &self.actions)
+            .field("app", &self.app)
             .finish()
     }
 }
@@ -154,6 +160,8 @@ pub struct PublishableKey {
     /// Origins (`scheme://host[:port]`) allowed to connect from a browser; `None` allows all.
     /// `"*"` as an entry also allows all. Only checked when the client sends an `Origin`.
     pub allowed_origins: Option<Vec<String>>,
+    /// The application this key belongs to (see [`SecretKey::app`]).
+    pub app: String,
 }
 
 impl PublishableKey {
@@ -164,6 +172,7 @@ impl PublishableKey {
             channel_patterns,
             actions,
             allowed_origins: None,
+            app: String::new(),
         }
     }
 
@@ -175,7 +184,7 @@ impl PublishableKey {
     fn origin_allowed(&self, origin: Option<&str>) -> bool {
         match (origin, &self.allowed_origins) {
             // Non-browser clients (the Python SDK) send no Origin and are documented as valid
-            // users of publishable keys, so a missing header cannot be refused (§2.3).
+            // users of publishable keys, so a missing header cannot be refused.
             (None, _) | (_, None) => true,
             (Some(origin), Some(list)) => list.iter().any(|o| o == "*" || o == origin),
         }
@@ -198,6 +207,7 @@ impl fmt::Debug for PublishableKey {
             .field("key", &self.redacted())
             .field("channel_patterns", &self.channel_patterns)
             .field("actions", &self.actions)
+            .field("app", &self.app)
             .field("allowed_origins", &self.allowed_origins)
             .finish()
     }
@@ -235,6 +245,8 @@ pub struct Principal {
     pub metadata: Option<serde_json::Value>,
     /// Token `exp` in unix seconds; `None` for publishable keys.
     pub expires_at: Option<u64>,
+    /// The key's application: everything this connection reaches is within it.
+    pub app: String,
 }
 
 impl Principal {
@@ -244,7 +256,7 @@ impl Principal {
     }
 
     /// Whether `ch` is within both the key's patterns and, when the token names channels,
-    /// the token's `channels` (§2.2: effective scope is the intersection).
+    /// the token's `channels`: the effective scope is the intersection of both.
     pub fn may_use_channel(&self, ch: &str) -> bool {
         self.key_patterns.matches(ch)
             && self
@@ -272,6 +284,7 @@ impl fmt::Debug for Principal {
             .field("peer_id", &self.peer_id)
             .field("kind", &self.kind)
             .field("key_id", &self.key_id)
+            .field("app", &self.app)
             .field("key_patterns", &self.key_patterns)
             .field("token_channels", &self.token_channels)
             .field("permissions", &self.permissions)
@@ -331,14 +344,15 @@ impl KeyRing {
         Ok(())
     }
 
-    /// Verifies a JWT from `?token=` against the secret keys (rules in [`jwt`], decision S2).
+    /// Verifies a JWT from `?token=` against the secret keys (rules in [`jwt`]).
     /// `now_unix` is passed in so callers and tests control the clock.
     pub fn verify_token(&self, token: &str, now_unix: u64) -> Result<Principal, AuthError> {
         jwt::verify(&self.secret_keys, token, now_unix)
     }
 
     /// Authenticates a publishable key from `?key=`. `origin` is the WebSocket `Origin` header,
-    /// if the client sent one. Each call yields a fresh UUID peer id (§2.3: no stable identity).
+    /// if the client sent one. Each call yields a fresh UUID peer id: publishable-key
+    /// connections have no stable identity.
     pub fn authenticate_publishable(
         &self,
         key: &str,
@@ -365,12 +379,13 @@ impl KeyRing {
             peer_metadata: None,
             metadata: None,
             expires_at: None,
+            app: pk.app.clone(),
         })
     }
 
-    /// The secret key a REST `Authorization: Bearer <kid>:<secret>` names, if the secret is
-    /// right. Unknown kid, wrong secret and malformed input all give `None`, so callers cannot
-    /// help an attacker enumerate key ids (§16: identical 401 for all).
+    /// The secret key a REST `Authorization: Bearer <kid>:<secret>` names, if the secret is right.
+    /// Unknown kid, wrong secret and malformed input all give `None`, so callers cannot help an
+    /// attacker enumerate key ids (REST answers all of them with the same 401).
     pub fn secret_key_for_bearer(&self, bearer: &str) -> Option<&SecretKey> {
         let (kid, secret) = bearer.split_once(':')?;
         let key = self.secret_keys.iter().find(|k| k.kid == kid)?;

@@ -1,5 +1,4 @@
-//! Authentication and authorisation: keys, JWTs, actions and channel globs (decision S2,
-//! `protocol.md` §2 and §16.1).
+//! Authentication and authorisation: keys, JWTs, actions and channel globs.
 //!
 //! This layer is pure: no IO, no clock (callers pass `now_unix`), no async. The server's network
 //! shell feeds it the `?token=` / `?key=` query value and the `Origin` header, gets back a
@@ -13,7 +12,7 @@
 //! - [`keys`]: secret and publishable keys, the [`KeyRing`], the [`Principal`].
 //! - [`jwt`]: token minting and the verification rules.
 //!
-//! Credentials never appear in `Debug` output or error messages (decision K8).
+//! Credentials never appear in `Debug` output or error messages.
 
 pub mod actions;
 pub mod glob;

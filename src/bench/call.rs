@@ -1,4 +1,4 @@
-//! `meshcall bench call`: end-to-end media numbers on this machine (issue 4 benchmarks).
+//! `meshcall bench call`: end-to-end media numbers on this machine.
 //!
 //! 1. join → first decoded remote frame, Rust↔Rust: a sender is in the room sending the 720p30
 //!    synthetic pattern; a fresh receiver joins `--runs` times and measures from calling `join()`
@@ -9,7 +9,8 @@
 //!    process is that participant; the three others are `meshcall join --headless --no-receive`
 //!    child processes (they encode only). CPU is read from /proc over a window.
 //!
-//! Everything runs on 127.0.0.1 only; run it inside a loopback-only network namespace (spec T1).
+//! Everything runs on 127.0.0.1 only; run it inside a loopback-only network namespace so
+//! that no traffic can reach another address.
 //! It prints numbers and asserts nothing.
 
 use std::process::Stdio;
@@ -42,6 +43,14 @@ pub struct CallBenchArgs {
     /// Skip the 4-party CPU measurement.
     #[arg(long)]
     pub no_cpu: bool,
+    /// Instead of the above: decoded frame rate of a 720p30 call under these random UDP loss
+    /// percentages (e.g. `--loss 10,20`), each held for `--loss-seconds`, with clean phases in
+    /// between. Needs root inside a loopback-only network namespace (nftables).
+    #[arg(long, value_delimiter = ',')]
+    pub loss: Vec<u32>,
+    /// Seconds each loss phase lasts.
+    #[arg(long, default_value_t = 15)]
+    pub loss_seconds: u64,
 }
 
 const KID: &str = "bench";
@@ -53,6 +62,7 @@ fn key() -> SecretKey {
         secret: Secret::new(SECRET.as_bytes().to_vec()),
         channel_patterns: PatternSet::any(),
         actions: Actions::all(),
+        app: String::new(),
     }
 }
 
@@ -75,7 +85,7 @@ fn token(sub: &str) -> String {
     .unwrap_or_default()
 }
 
-fn peer(origin: &str, sub: &str) -> Result<MeteredPeer, String> {
+pub(crate) fn bench_peer(origin: &str, sub: &str) -> Result<MeteredPeer, String> {
     let t = token(sub);
     let cred = Credential::token_provider(move || {
         let t = t.clone();
@@ -96,7 +106,7 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn first_video(remote: &RemotePeer) -> Option<Arc<crate::peer::RemoteTrack>> {
+pub(crate) async fn first_video(remote: &RemotePeer) -> Option<Arc<crate::peer::RemoteTrack>> {
     let mut tracks = remote.on_track();
     if let Some(t) = remote
         .current_streams()
@@ -114,7 +124,7 @@ async fn first_video(remote: &RemotePeer) -> Option<Arc<crate::peer::RemoteTrack
     None
 }
 
-async fn wait_remote(p: &MeteredPeer, id: &str) -> Option<RemotePeer> {
+pub(crate) async fn wait_remote(p: &MeteredPeer, id: &str) -> Option<RemotePeer> {
     let mut joined = p.on_peer_joined();
     tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -126,6 +136,29 @@ async fn wait_remote(p: &MeteredPeer, id: &str) -> Option<RemotePeer> {
     })
     .await
     .ok()
+}
+
+/// A peer `sub` that joined `room` sending the synthetic pattern at (width, height, fps) as its
+/// camera; keep the sender alive while the video should flow.
+pub(crate) async fn synthetic_sender(
+    origin: &str,
+    sub: &str,
+    room: &str,
+    (width, height, fps): (usize, usize, f32),
+) -> Result<(MeteredPeer, VideoSender), String> {
+    let sender = bench_peer(origin, sub)?;
+    let camera = VideoSender::start(
+        Box::new(SyntheticVideoSource::new(width, height, fps).map_err(|e| e.to_string())?),
+        TrackSpec::unique(&format!("{sub}-video"), &format!("{sub}-cam")),
+        VideoSendSettings::default(),
+    )
+    .map_err(|e| e.to_string())?;
+    sender
+        .add_media(camera.media(), Some(json!({"role":"camera"})))
+        .await
+        .map_err(|e| e.to_string())?;
+    sender.join(room, false).await.map_err(|e| e.to_string())?;
+    Ok((sender, camera))
 }
 
 /// A server on 127.0.0.1 with the bench key; returns it with the key's (kid, secret) for
@@ -143,30 +176,20 @@ pub async fn bench_server() -> Result<(Server, &'static str, &'static str), Stri
 }
 
 pub async fn run(args: CallBenchArgs) -> Result<std::process::ExitCode, String> {
+    if !args.loss.is_empty() {
+        return loss_table(&args).await;
+    }
     let (server, _, _) = bench_server().await?;
     let origin = server.ws_origin();
     println!("meshcall bench call — server {origin}, 720p30 synthetic pattern, 1.5 Mbit/s");
 
     // 1 + 2: a sender, fresh receivers.
-    let sender = peer(&origin, "sender")?;
-    let camera = VideoSender::start(
-        Box::new(SyntheticVideoSource::new(1280, 720, 30.0).map_err(|e| e.to_string())?),
-        TrackSpec::unique("bench-video", "bench-cam"),
-        VideoSendSettings::default(),
-    )
-    .map_err(|e| e.to_string())?;
-    sender
-        .add_media(camera.media(), Some(json!({"role":"camera"})))
-        .await
-        .map_err(|e| e.to_string())?;
-    sender
-        .join("bench-ff", false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (sender, camera) =
+        synthetic_sender(&origin, "sender", "bench-ff", (1280, 720, 30.0)).await?;
     let mut ff = Vec::new();
     let mut latency = Vec::new();
     for run in 0..args.runs {
-        let rx_peer = peer(&origin, &format!("receiver-{run}"))?;
+        let rx_peer = bench_peer(&origin, &format!("receiver-{run}"))?;
         let t0 = Instant::now();
         rx_peer
             .join("bench-ff", false)
@@ -256,6 +279,64 @@ pub async fn run(args: CallBenchArgs) -> Result<std::process::ExitCode, String> 
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `--loss`: meshcall↔meshcall at 720p30 through clean and lossy phases.
+async fn loss_table(args: &CallBenchArgs) -> Result<std::process::ExitCode, String> {
+    use super::loss::{LossRunOptions, describe, run_loss_call};
+    let opts = LossRunOptions::standard(&args.loss, args.loss_seconds);
+    println!(
+        "meshcall bench call --loss: 1280x720@30 synthetic, random UDP loss both ways (nftables), \
+         phases {:?}",
+        opts.phases
+            .iter()
+            .map(|p| (p.loss_percent, p.duration.as_secs()))
+            .collect::<Vec<_>>()
+    );
+    let reports = run_loss_call(&opts).await?;
+    for r in &reports {
+        println!("{}", describe(r));
+    }
+    let browsers = if args.browsers {
+        let (server, _, _) = bench_server().await?;
+        let b = browsers_under_loss(&server.ws_origin(), &opts.phases, &opts.table).await;
+        server.shutdown().await;
+        match b {
+            Ok(v) => Some(v),
+            Err(e) => {
+                println!("Chromium↔Chromium: skipped ({e})");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    println!();
+    println!(
+        "| loss | meshcall 720p30: decoded fps (median, last 10 s) | min fps | longest freeze | back to ≥ 25 fps after | Chromium↔Chromium (fake camera): median fps | min fps |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, r) in reports.iter().enumerate() {
+        let (cm, cmin) = browsers
+            .as_ref()
+            .and_then(|b| b.get(i))
+            .map_or(("—".to_string(), "—".to_string()), |(m, n)| {
+                (format!("{m:.1}"), n.to_string())
+            });
+        println!(
+            "| {} % | {:.1} | {} | {:.0} ms | {} | {cm} | {cmin} |",
+            r.phase.loss_percent,
+            r.metrics.median_fps_last10,
+            r.metrics.min_fps,
+            r.metrics.longest_freeze_ms,
+            match r.recovery_ms {
+                Some(ms) => format!("{ms:.0} ms"),
+                None if r.phase.loss_percent > 0 => "never (in 5 s)".to_string(),
+                None => "—".to_string(),
+            }
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// One participant (this process) in a 4-party 720p30 call; the other three are child
 /// processes that only send.
 async fn four_party_cpu(origin: &str, seconds: u64) -> Result<(), String> {
@@ -275,7 +356,7 @@ async fn four_party_cpu(origin: &str, seconds: u64) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         children.push(child);
     }
-    let me = peer(origin, "measured")?;
+    let me = bench_peer(origin, "measured")?;
     let camera = VideoSender::start(
         Box::new(SyntheticVideoSource::new(1280, 720, 30.0).map_err(|e| e.to_string())?),
         TrackSpec::unique("bench-video", "bench-cam"),
@@ -343,7 +424,9 @@ async fn four_party_cpu(origin: &str, seconds: u64) -> Result<(), String> {
 
 /// Chromium↔Chromium join → first frame: browser A (camera) waits in the room; browser B
 /// (camera) joins and reports its first decoded frame of A with `sinceJoinMs`.
-async fn browsers_first_frame(origin: &str, runs: usize) -> Result<Vec<f64>, String> {
+/// A Chromium peer (official JS SDK, fake camera) in `room`, driven by
+/// `tests/interop/js/browser-peer.mjs` (needs `tests/interop/js/setup.sh`).
+fn spawn_browser(origin: &str, sub: &str, room: &str) -> Result<tokio::process::Child, String> {
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/js/browser-peer.mjs"
@@ -351,25 +434,20 @@ async fn browsers_first_frame(origin: &str, runs: usize) -> Result<Vec<f64>, Str
     if !std::path::Path::new(script).exists() {
         return Err("tests/interop/js/browser-peer.mjs not found".into());
     }
-    let spawn = |sub: &str| -> Result<tokio::process::Child, String> {
-        Command::new("node")
-            .arg(script)
-            .args([
-                "--server",
-                origin,
-                "--token",
-                &token(sub),
-                "--room",
-                "bench-browsers",
-            ])
-            .args(["--name", sub, "--camera", "--dc", "none"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("node: {e}"))
-    };
+    Command::new("node")
+        .arg(script)
+        .args(["--server", origin, "--token", &token(sub), "--room", room])
+        .args(["--name", sub, "--camera", "--dc", "none"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("node: {e}"))
+}
+
+async fn browsers_first_frame(origin: &str, runs: usize) -> Result<Vec<f64>, String> {
+    let spawn = |sub: &str| spawn_browser(origin, sub, "bench-browsers");
     let mut a = spawn("browser-a")?;
     let a_out = a.stdout.take().ok_or("no stdout")?;
     let mut a_lines = BufReader::new(a_out).lines();
@@ -408,4 +486,87 @@ async fn browsers_first_frame(origin: &str, runs: usize) -> Result<Vec<f64>, Str
     }
     let _ = a.kill().await;
     Ok(out)
+}
+
+/// Chromium↔Chromium under the same loss phases as the meshcall run: browser B's decoded frames
+/// of browser A (inbound-rtp `framesDecoded`, polled every second). Returns, per phase, the
+/// median and the lowest per-second frame count over the phase's last 10 s.
+async fn browsers_under_loss(
+    origin: &str,
+    phases: &[super::loss::Phase],
+    table: &str,
+) -> Result<Vec<(f64, u32)>, String> {
+    use tokio::io::AsyncWriteExt;
+    let room = "bench-browsers-loss";
+    let mut a = spawn_browser(origin, "browser-a", room)?;
+    let mut b = spawn_browser(origin, "browser-b", room)?;
+    let mut stdin = b.stdin.take().ok_or("no stdin")?;
+    let mut lines = BufReader::new(b.stdout.take().ok_or("no stdout")?).lines();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if serde_json::from_str::<Value>(&l)
+                .is_ok_and(|v| v["event"] == "first-frame" && v["peer"] == "browser-a")
+            {
+                return;
+            }
+        }
+    })
+    .await
+    .map_err(|_| "browser B never decoded A (setup.sh run? inside unshare -n?)".to_string())?;
+    let mut id = 0u64;
+    let shaper = super::loss::LossShaper::new(table)?;
+    let mut out = Vec::new();
+    for phase in phases {
+        shaper.set_loss(phase.loss_percent)?;
+        let mut per_second = Vec::new();
+        id += 1;
+        let mut last = browser_frames_of(&mut stdin, &mut lines, id).await?;
+        let until = Instant::now() + phase.duration;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            id += 1;
+            let now = browser_frames_of(&mut stdin, &mut lines, id).await?;
+            per_second.push(now.saturating_sub(last) as u32);
+            last = now;
+        }
+        let tail: Vec<u32> = per_second.iter().rev().take(10).copied().collect();
+        let mut sorted = tail.clone();
+        sorted.sort_unstable();
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+        out.push((f64::from(median), tail.iter().copied().min().unwrap_or(0)));
+    }
+    shaper.set_loss(0)?;
+    let _ = a.kill().await;
+    let _ = b.kill().await;
+    let _ = stdin.shutdown().await;
+    Ok(out)
+}
+
+/// Asks a browser peer for its stats and returns the frames it decoded from browser A.
+async fn browser_frames_of(
+    stdin: &mut tokio::process::ChildStdin,
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    id: u64,
+) -> Result<u64, String> {
+    use tokio::io::AsyncWriteExt;
+    let cmd = json!({"cmd": "stats", "peer": "browser-a", "id": id}).to_string() + "\n";
+    stdin
+        .write_all(cmd.as_bytes())
+        .await
+        .map_err(|e| format!("browser stdin: {e}"))?;
+    while let Ok(Some(l)) = lines.next_line().await {
+        let Ok(v) = serde_json::from_str::<Value>(&l) else {
+            continue;
+        };
+        if v["event"] == "cmd-result" && v["id"] == id {
+            return Ok(v["rtp"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "inbound-rtp" && e["kind"] == "video")
+                .filter_map(|e| e["frames"].as_u64())
+                .sum());
+        }
+    }
+    Err("browser B ended".into())
 }

@@ -2,6 +2,7 @@
 //! speed targets belong in benchmarks, not in timed tests.
 
 pub mod call;
+pub mod loss;
 pub mod media;
 pub mod server;
 pub mod ui;

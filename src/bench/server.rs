@@ -195,6 +195,7 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
         secret: Secret::new(secret.into_bytes()),
         channel_patterns: PatternSet::any(),
         actions: Actions::all(),
+        app: String::new(),
     };
     let shared = Arc::new(Shared {
         epoch: Instant::now(),
@@ -281,6 +282,29 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     let rss_idle = rss_kib(pid);
     let per_conn = (rss_idle.saturating_sub(rss_before)) as f64 * 1024.0 / held.max(1) as f64;
 
+    // An unrelated connection (in no room) pings every 20 ms throughout: how long the server
+    // makes a bystander wait while it fans out is the cost of any work done under its lock.
+    let probe_token = mint(
+        &key,
+        &MintRequest {
+            sub: "probe".into(),
+            ttl_secs: 3600,
+            ..MintRequest::default()
+        },
+        now_unix(),
+    )
+    .map_err(|e| BenchError::Client(usize::MAX, e.to_string()))?
+    .0;
+    let mut probe_ws = connect(addr, usize::MAX, &probe_token)
+        .await
+        .map_err(|e| BenchError::Client(usize::MAX, e))?;
+    expect(&mut probe_ws, "welcome")
+        .await
+        .map_err(|e| BenchError::Client(usize::MAX, e))?;
+    let probe_hist = Arc::new(std::sync::Mutex::new(LatencyHistogram::default()));
+    let probe_on = Arc::new(AtomicBool::new(true));
+    let probe = tokio::spawn(ping_probe(probe_ws, probe_hist.clone(), probe_on.clone()));
+
     // Phase 1: saturation. Each publisher keeps `window` publishes in flight (acks pace it).
     let fanout = (room_size - 1) as f64;
     let stop = Arc::new(AtomicBool::new(false));
@@ -311,6 +335,9 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     let publish_rate = (published.load(Ordering::Relaxed) - p0) as f64 / sat_secs;
     let sat_server_cpu = (cpu_secs(pid) - s0) / sat_secs * 100.0;
     let sat_client_cpu = (cpu_secs(std::process::id()) - c0) / sat_secs * 100.0;
+    probe_on.store(false, Ordering::SeqCst);
+    let _ = probe.await;
+    let probe_hist = probe_hist.lock().map(|h| h.clone()).unwrap_or_default();
     stop.store(true, Ordering::SeqCst);
     let mut publishers = Vec::new();
     for h in pubs {
@@ -393,6 +420,13 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     println!(
         "| CPU at saturation: server / bench clients | {sat_server_cpu:.0} % / {sat_client_cpu:.0} % of one core |"
     );
+    println!(
+        "| unrelated connection's ping→pong during saturation: p50 / p99 / max | {:.2} / {:.2} / {:.2} ms ({} pings) |",
+        probe_hist.quantile_us(0.5) as f64 / 1000.0,
+        probe_hist.quantile_us(0.99) as f64 / 1000.0,
+        probe_hist.quantile_us(1.0) as f64 / 1000.0,
+        probe_hist.count()
+    );
     for (fraction, delivered, server_cpu, client_cpu, hist) in &curve {
         println!(
             "| at {:.0} % load: delivered / latency p50 / p99 / max / CPU server, clients | {delivered:.0} msgs/s / {:.2} / {:.2} / {:.2} ms / {server_cpu:.0} %, {client_cpu:.0} % ({} samples) |",
@@ -406,6 +440,42 @@ pub async fn run(args: BenchArgs) -> Result<std::process::ExitCode, BenchError> 
     let _ = child.start_kill();
     let _ = std::fs::remove_dir_all(&cfg_dir);
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Sends a ping every 20 ms while `on`, recording each ping→pong round trip.
+async fn ping_probe(
+    mut ws: Ws,
+    hist: Arc<std::sync::Mutex<LatencyHistogram>>,
+    on: Arc<AtomicBool>,
+) {
+    let mut n = 0u64;
+    while on.load(Ordering::Relaxed) {
+        n += 1;
+        let rid = format!("p{n}");
+        let ping = serde_json::json!({"type":"ping","requestId":rid}).to_string();
+        let sent = Instant::now();
+        if ws.send(Message::Text(ping.into())).await.is_err() {
+            return;
+        }
+        let answered = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(t) = msg
+                    && t.as_str().contains(&format!("\"{rid}\""))
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        if !matches!(answered, Ok(true)) {
+            return;
+        }
+        if let Ok(mut h) = hist.lock() {
+            h.record_us(sent.elapsed().as_micros() as u64);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Publishes stamped messages until `stop`; with `rate` it paces, otherwise it keeps `window`

@@ -1,7 +1,9 @@
 //! Reconnect policy: which close codes end the client, and how long to wait before attempt *n*.
 //!
 //! Pure (no clock, no randomness of its own: the caller passes a uniform sample in `[-1, 1]`),
-//! so the exact sequence is unit-testable. Rules: `sdk.md` §3.6 and decision K8.
+//! so the exact sequence is unit-testable. The rules are the official SDKs', plus two of ours:
+//! `going_away.retryAfterMs` floors the next delay, and spending the budget always ends in a
+//! terminal disconnect.
 
 use std::time::Duration;
 
@@ -74,8 +76,8 @@ pub enum CloseAction {
     ReconnectAfterFloor(Duration),
 }
 
-/// K8: terminal {4001, 4003, 4012, 4020}; 4010 → 30 s floor; everything else (1001, 1006, 1008,
-/// 1009, 4000, 4002, 4011, HTTP statuses from a refused upgrade, …) reconnects.
+/// Terminal {4001, 4003, 4012, 4020}, as in the official SDKs; 4010 → 30 s floor; everything else
+/// (1001, 1006, 1008, 1009, 4000, 4002, 4011, HTTP statuses from a refused upgrade, …) reconnects.
 pub fn classify_close(code: u16) -> CloseAction {
     if TERMINAL_CLOSE_CODES.contains(&code) {
         CloseAction::Terminal
@@ -86,7 +88,7 @@ pub fn classify_close(code: u16) -> CloseAction {
     }
 }
 
-/// The wait before reconnect attempt `attempt` (1-based), `sdk.md` §3.6:
+/// The wait before reconnect attempt `attempt` (1-based), computed as the Python SDK does:
 /// `base = min(initial × multiplier^(n−1), max_delay)`, `base = max(base, floor)`,
 /// `delay = base + base × jitter × unit_random`, clamped at ≥ 0.
 ///

@@ -3,7 +3,7 @@
 //! The credential travels in the connect URL's query string, so it is the one secret this
 //! layer holds. It is kept inside [`Credential`] only: `Debug` is redacted, it never enters
 //! an error or a log line, and provider errors are scrubbed of `token=`/`key=` values before
-//! they are shown (`sdk.md` §3.3, §10.2, decision K8).
+//! they are shown. Credentials never appear in `Debug` output, logs or errors.
 
 use std::fmt;
 use std::future::Future;
@@ -119,9 +119,9 @@ impl fmt::Debug for ResolvedCredential {
     }
 }
 
-/// Masks credential-shaped substrings in text that may reach a log, an event or an error
-/// (`sdk.md` §10.2): query parameters `token=`/`key=` and the SDP/TURN fields `ice-pwd`,
-/// `ice-ufrag`, `credential` followed by `:` or `=`. Values run to the next delimiter.
+/// Masks credential-shaped substrings in text that may reach a log, an event or an error (the same
+/// patterns the official SDKs scrub): query parameters `token=`/`key=` and the SDP/TURN fields
+/// `ice-pwd`, `ice-ufrag`, `credential` followed by `:` or `=`. Values run to the next delimiter.
 pub fn scrub(text: &str) -> String {
     const QUERY_KEYS: [&str; 2] = ["token=", "key="];
     const FIELD_KEYS: [&str; 3] = ["ice-pwd", "ice-ufrag", "credential"];

@@ -1,10 +1,10 @@
 //! The one error type of the client. No variant ever holds a credential: URLs are never
-//! embedded, provider errors are scrubbed, server text is sanitised (K8).
+//! embedded, provider errors are scrubbed, server text is sanitised.
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The server URL is not an accepted origin (`sdk.md` §3.2). The text never echoes the URL.
+    /// The server URL is not an accepted origin (see [`super::url`]); the text never echoes it.
     #[error("invalid server URL: {0}")]
     InvalidUrl(String),
     /// An option is out of range (empty API key, zero timeout, bad reconnect policy, …).
@@ -35,7 +35,8 @@ pub enum ClientError {
         code: String,
         message: Option<String>,
     },
-    /// The full serialised frame exceeds the server's `maxMessageSize` (K7); nothing was sent.
+    /// The full serialised frame exceeds the server's `maxMessageSize`; the check covers the
+    /// whole envelope, not just `data`, and nothing was sent.
     #[error("frame of {size} bytes exceeds the {max}-byte limit")]
     TooLarge { size: usize, max: usize },
     /// Channel empty, longer than 256 bytes or containing control characters.

@@ -1,6 +1,6 @@
 //! What the client reports to its one consumer, and the data those reports carry.
 //!
-//! Also home of the fail-closed `iceServers` allowlist (`sdk.md` §10.1): the list comes from the
+//! Also home of the fail-closed `iceServers` allowlist: the list comes from the
 //! JWT's `metadata`, i.e. from whoever minted the token, and ends up in every peer connection and
 //! possibly in a UI, so one bad entry voids the whole list rather than being "fixed up".
 
@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::protocol::validate::is_control;
 
-/// Connection lifecycle (`sdk.md` §3.5).
+/// Connection lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientState {
     /// Built, never connected.
@@ -99,7 +99,7 @@ pub enum ClientEvent {
     Connected(ConnectedInfo),
     /// A live connection (one that had a welcome) ended, or the client gave up. A terminal one
     /// (`will_reconnect: false`) is always emitted when the client stops on its own: terminal
-    /// close code, reconnect disabled, budget spent (K8). Not emitted for `close()`.
+    /// close code, reconnect disabled, budget spent. Not emitted for `close()`.
     Disconnected {
         code: u16,
         /// Server-controlled text, sanitised: control characters stripped, at most 123 bytes.
@@ -158,7 +158,7 @@ pub const MAX_ICE_SECRET_CHARS: usize = 1024;
 /// every entry passes, `Err` when anything fails, in which case the caller uses no list from
 /// this welcome at all (fail-closed, all-or-nothing).
 ///
-/// Rules (`sdk.md` §10.1): metadata is an object; the list has at most 16 entries, each an
+/// Rules (the Python SDK's): metadata is an object; the list has at most 16 entries, each an
 /// object; `urls` is a string or a non-empty list of strings; each URL is non-empty, at most
 /// 512 characters and starts with `stun:`, `stuns:`, `turn:` or `turns:` (any case); string
 /// `username`/`credential` are at most 1024 characters, non-strings read as absent. Stricter

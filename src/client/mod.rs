@@ -1,7 +1,7 @@
 //! The SDK's signalling layer: [`SignallingClient`], one WebSocket to a Metered-compatible
 //! server (ours or the hosted one), pub/sub over any number of channels.
 //!
-//! It does what every official SDK's signalling client does (`sdk.md` §3, decisions K7/K8):
+//! It does what every official SDK's signalling client does:
 //! credential per attempt (API key or token provider), request/ack correlation with UUIDv4
 //! request ids, welcome timeout, heartbeat ping and inactivity watchdog, reconnect with
 //! jittered exponential backoff and the close-code policy, subscription replay, and strict

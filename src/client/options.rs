@@ -7,7 +7,7 @@ use super::backoff::ReconnectPolicy;
 use super::credential::Credential;
 
 /// Everything a [`SignallingClient`](super::SignallingClient) needs. Defaults follow the
-/// official SDKs (`sdk.md` §3.1) and are set by [`ClientOptions::new`].
+/// official SDKs and are set by [`ClientOptions::new`].
 #[derive(Clone)]
 pub struct ClientOptions {
     /// Server origin, e.g. `wss://rms.example.com` or `ws://127.0.0.1:9292` (the client adds
@@ -27,7 +27,7 @@ pub struct ClientOptions {
     pub ack_timeout: Duration,
     /// Cap on the WebSocket opening handshake, and separately on the wait for `welcome` after it.
     pub welcome_timeout: Duration,
-    /// Pause between retries of a failed re-subscribe (3 retries, `sdk.md` §3.9). 2 s by
+    /// Pause between retries of a failed re-subscribe (3 retries, as in the official SDKs). 2 s by
     /// default; tests shorten it.
     pub resubscribe_retry_interval: Duration,
     /// TLS settings for `wss:`. `None` uses the bundled Mozilla root store (webpki-roots); set

@@ -2,7 +2,7 @@
 //!
 //! Pure: time is passed in, so expiry is tested without sleeping. Generic over what is stored
 //! per request (the shell keeps a reply channel; tests keep plain values). One table per socket:
-//! when the socket dies the shell drains it and fails every entry at once (`sdk.md` §3.8).
+//! when the socket dies the shell drains it and fails every entry at once.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -52,17 +52,17 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 65_536;
 /// Largest inbound message accepted; above it the client closes with 1009 and reconnects. Big
 /// enough for a presence snapshot of a crowded channel, small enough to bound memory.
 pub const MAX_INBOUND_BYTES: usize = 1 << 20;
-/// Re-subscribe retries per channel per connection (`sdk.md` §3.9).
+/// Re-subscribe retries per channel per connection, as in the official SDKs.
 pub const RESUBSCRIBE_RETRIES: u32 = 3;
 /// API calls queued to the driver before callers wait.
 const COMMAND_CAPACITY: usize = 256;
-/// How long a close frame may take to flush (`sdk.md` §3.8).
+/// How long a close frame may take to flush, as in the official SDKs.
 const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// Floor of the heartbeat interval.
 const MIN_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Close code when a live socket ends without a close frame.
 const ABNORMAL_CLOSE: u16 = 1006;
-/// The client's own inactivity close (`sdk.md` §2.4).
+/// The client's own inactivity close: the code the official SDKs use when their watchdog fires.
 const INACTIVITY_CLOSE: u16 = 4000;
 
 /// A Metered-compatible signalling connection: auth, request/ack correlation, heartbeat,
@@ -197,7 +197,7 @@ fn channel_arg(channel: &str) -> Result<(), ClientError> {
 }
 
 impl SignallingClient {
-    /// Validates options (URL per `sdk.md` §3.2: origin only, `wss:`, or `ws:` for
+    /// Validates options (URL: origin only, `wss:`, or `ws:` for
     /// localhost/127.0.0.1/::1). Does not connect.
     ///
     /// Returns the client and the receiver of its events: a bounded queue (capacity
@@ -291,7 +291,7 @@ impl SignallingClient {
 
     /// Subscribes and waits for the ack; the presence snapshot follows as an event.
     ///
-    /// The channel is tracked for auto-resubscribe *before* the frame is sent (`sdk.md` §3.9),
+    /// The channel is tracked for auto-resubscribe *before* the frame is sent,
     /// so a drop between send and ack does not lose it. It is untracked again when the call
     /// fails with `NotConnected` (nothing was sent) or the server refuses it, unless it was
     /// tracked before.
@@ -459,7 +459,8 @@ impl SignallingClient {
         lock(&self.inner().shared).tracked.clone()
     }
 
-    /// K7: the whole envelope, as it would go on the wire, must fit.
+    /// The whole envelope, as it would go on the wire, must fit: the server limits whole frames,
+    /// so checking only `data` would let a frame through that the server then refuses.
     fn check_size(&self, text: &str) -> Result<(), ClientError> {
         let max = self.max_message_size();
         if text.len() > max {

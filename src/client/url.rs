@@ -1,9 +1,9 @@
 //! Server origin validation and the connect URL.
 //!
 //! The credential rides in the query string, so plain `ws:` would send it in clear text: only
-//! `wss:` is accepted, except `ws:` to the loopback names `localhost`, `127.0.0.1` and `::1`
-//! (`sdk.md` §3.2). The configured URL must be a bare origin: the SDK appends `/v1` itself, and
-//! a path, query, fragment or userinfo there is almost always a copy-paste mistake that would
+//! `wss:` is accepted, except `ws:` to the loopback names `localhost`, `127.0.0.1` and `::1`, as in
+//! the official SDKs. The configured URL must be a bare origin: the SDK appends `/v1` itself, and a
+//! path, query, fragment or userinfo there is almost always a copy-paste mistake that would
 //! otherwise fail later and more confusingly.
 //!
 //! Pure: parsing and formatting only, no DNS.

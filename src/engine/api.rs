@@ -7,9 +7,17 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::media::receive::DecodedFrame;
-use crate::media::stats::{ReceiveStats, SendStats};
-use crate::peer::PeerConnectionState;
+use crate::media::stats::SendStats;
+
+// The media and peer types the UI works with, re-exported here so that `ui` depends on the
+// engine's vocabulary only (`layering_tests` in lib.rs fails if it imports `media` or `peer`).
+pub use crate::media::devices::{
+    SinkChoice, SourceChoice, audio_sinks, audio_sources, screen_sources, video_sources,
+};
+pub use crate::media::processing::ProcessingSettings;
+pub use crate::media::receive::DecodedFrame;
+pub use crate::media::stats::ReceiveStats;
+pub use crate::peer::PeerConnectionState;
 
 /// How to authenticate to the signalling server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +55,8 @@ pub enum AudioChoice {
     Synthetic,
     /// A microphone by id; `None` = the system default.
     Microphone(Option<String>),
+    /// A WAV file, looped (scripts and tests).
+    File(std::path::PathBuf),
 }
 
 /// Where remote audio goes.
@@ -80,6 +90,11 @@ pub struct JoinRequest {
     pub peer_id: Option<String>,
     /// Decode remote video (false for send-only bots and load generators).
     pub receive_video: bool,
+    /// Echo cancellation / noise suppression / gain; `None`: on for a microphone, off for the
+    /// synthetic tone and files.
+    pub audio_processing: Option<crate::media::processing::ProcessingSettings>,
+    /// Play a short sound when somebody joins or leaves.
+    pub sounds: bool,
 }
 
 impl JoinRequest {
@@ -99,6 +114,8 @@ impl JoinRequest {
             loopback_only: false,
             peer_id: None,
             receive_video: true,
+            audio_processing: None,
+            sounds: true,
         }
     }
 }
@@ -128,6 +145,17 @@ pub enum Command {
     SetMicrophone(AudioChoice),
     /// Play remote audio on another speaker from the next 20 ms on.
     SetSpeaker(SpeakerChoice),
+    /// Join and leave sounds on or off.
+    SetSounds(bool),
+    /// One participant's playback volume (1.0 = 100 %, 0–2), remembered for the session and
+    /// applied in the mixer (so the echo canceller hears it too).
+    SetPeerVolume {
+        peer: String,
+        volume: f32,
+    },
+    /// Turn echo cancellation / noise suppression / gain on or off from the next 10 ms on (no
+    /// renegotiation).
+    SetAudioProcessing(crate::media::processing::ProcessingSettings),
     /// Start sharing (`VideoChoice::Screen(id)` or `Synthetic` for a test share).
     StartScreenShare(VideoChoice),
     StopScreenShare,
@@ -259,8 +287,8 @@ pub enum Event {
         name: String,
         text: String,
     },
-    /// About once a second.
-    Stats(StatsSnapshot),
+    /// About once a second (boxed: it is much larger than the other events).
+    Stats(Box<StatsSnapshot>),
     /// Audio levels (RMS 0..1) per peer, about 10× a second, for rings and the active speaker.
     Levels {
         local: f32,
@@ -270,6 +298,12 @@ pub enum Event {
         message: String,
         fatal: bool,
     },
+    /// The engine changed the local media itself: the camera turned off because it was lost
+    /// with no other to switch to, or a screen share ended or could not start.
+    LocalMedia {
+        camera_off: bool,
+        sharing: bool,
+    },
     Left,
 }
 
@@ -277,8 +311,25 @@ pub enum Event {
 pub struct StatsSnapshot {
     pub local_video: Option<SendStats>,
     pub local_audio: Option<SendStats>,
+    /// What the microphone sends, over the last stats interval.
+    pub audio_out: Option<AudioOutStats>,
     /// (peer, stream id, stats)
     pub remote_video: Vec<(String, String, ReceiveStats)>,
+    /// (peer, stream id, decoded level in dBFS over the last stats interval)
+    pub remote_audio: Vec<(String, String, f64)>,
+    /// Join/leave sounds played so far in this call.
+    pub cues_played: u64,
+}
+
+/// The microphone path over the last stats interval.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioOutStats {
+    /// RMS of what was sent (after processing; silence while muted), dBFS.
+    pub level_dbfs: f64,
+    /// The processing stages on ("aec+ns+agc", "off").
+    pub processing: String,
+    /// The echo canceller's delay estimate.
+    pub delay_ms: Option<i32>,
 }
 
 #[cfg(test)]

@@ -67,6 +67,23 @@ impl Departures {
         false
     }
 
+    /// A bye from a sender the SDK no longer lists: its presence `left` overtook the bye
+    /// between the SDK and us. It counts only for a peer already known here (strangers cannot
+    /// grow the table). True if the peer was lingering: it is gone now.
+    pub fn saw_late_bye(&mut self, peer: &str) -> bool {
+        match self.peers.get_mut(peer) {
+            Some(f) if f.lingering_until.is_some() => {
+                self.peers.remove(peer);
+                true
+            }
+            Some(f) => {
+                f.said_bye = true;
+                false
+            }
+            None => false,
+        }
+    }
+
     /// The SDK reported the peer left at `now`.
     pub fn left(&mut self, peer: &str, now: Instant) -> LeftDecision {
         let linger = self
@@ -119,6 +136,28 @@ impl Departures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bye_that_lost_the_race_with_the_sdk_still_counts_and_strangers_add_nothing() {
+        let t0 = Instant::now();
+        let mut d = Departures::new(REJOIN_GRACE);
+        d.saw_status("app");
+        // The SDK dropped the member before the engine read its bye.
+        assert!(!d.saw_late_bye("app"));
+        assert_eq!(
+            d.left("app", t0),
+            LeftDecision::Gone,
+            "a bye, so gone at once"
+        );
+        // A bye from someone never seen leaves no trace.
+        assert!(!d.saw_late_bye("stranger"));
+        assert!(d.peers.is_empty());
+        // Left first (lingering), late bye second: gone now.
+        d.saw_status("bob");
+        assert!(matches!(d.left("bob", t0), LeftDecision::Linger { .. }));
+        assert!(d.saw_late_bye("bob"));
+        assert!(!d.is_lingering("bob"));
+    }
 
     fn t0() -> Instant {
         Instant::now()

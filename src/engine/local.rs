@@ -1,4 +1,5 @@
-//! "This computer" (M4): the embedded signalling server on 127.0.0.1:9292 and its local secret.
+//! "This computer": with no server configured, the app runs the signalling server in-process
+//! on 127.0.0.1:9292 (or joins one already listening there) and mints tokens with a local secret.
 //!
 //! The secret lives in the user's config directory (created once, mode 0600), so a second
 //! `meshcall` window on the same machine — which finds the port taken by the first — can still
@@ -128,6 +129,7 @@ pub async fn ensure(opts: &LocalServerOptions) -> Result<LocalServer, LocalError
         secret: Secret::new(secret.as_bytes().to_vec()),
         channel_patterns: PatternSet::any(),
         actions: Actions::all(),
+        app: String::new(),
     });
     let server = match Server::start(ServerConfig::new(opts.addr, keys)).await {
         Ok(s) => {

@@ -1,4 +1,4 @@
-//! The call engine (issue 5 §1): owns the MeteredPeer, the local sources and send pipelines, the
+//! The call engine: owns the MeteredPeer, the local sources and send pipelines, the
 //! remote receive pipelines and the audio mixer. The UI and `meshcall join --headless` drive it
 //! only through [`api::Command`]s and read [`api::Event`]s; neither touches webrtc or tokio.
 //!
@@ -7,17 +7,21 @@
 //! (threads joined) on leave.
 //!
 //! App-level data messages (documented in the README, sent server-routed so they also reach
-//! peers whose P2P connection is down):
-//! - `{"type":"meshcall-status","mic_muted":bool,"camera_off":bool}` — broadcast on change and
-//!   sent directly to each newcomer;
-//! - `{"type":"meshcall-chat","text":"…"}` — chat, at most 2 000 characters.
+//! peers whose P2P connection is down, always as directs to each participant and accepted only
+//! as directs from a participant — a REST publish can forge the `from` of a broadcast):
+//! - `{"type":"meshcall-status","mic_muted":bool,"camera_off":bool}` — on change and to each
+//!   newcomer;
+//! - `{"type":"meshcall-chat","text":"…"}` — chat, at most 2 000 characters;
+//! - `{"type":"meshcall-bye"}` — before leaving on purpose.
 
 pub mod api;
 pub mod departures;
+mod devices;
 pub mod local;
+mod sounds;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,14 +32,16 @@ use tracing::{debug, info, warn};
 use crate::auth::{Actions, MintRequest, PatternSet, Secret, SecretKey, mint};
 use crate::client::{ClientOptions, Credential};
 use crate::media::MediaError;
-use crate::media::receive::{AudioReceiver, DecodedFrame, Mixer, VideoReceiver};
+use crate::media::mixer::{AudioReceiver, Mixer};
+use crate::media::processing::{ProcessingSettings, SharedProcessor, WebRtcProcessor, shared};
+use crate::media::receive::{DecodedFrame, VideoReceiver};
 use crate::media::send::{AudioSender, TrackSpec, VideoSendSettings, VideoSender};
 use crate::media::source::{AudioSink, AudioSource, VideoSource};
 use crate::media::stats::ReceiveStats;
 use crate::media::synthetic::{SyntheticAudioSource, SyntheticVideoSource};
 use crate::peer::{
-    DcEvent, DcMessage, MeteredPeer, MeteredPeerState, PeerConnectionState, PeerEventError,
-    PeerSettings, RemotePeer, RemoteTrack,
+    DataKind, DcEvent, DcMessage, MeteredPeer, MeteredPeerState, PeerConnectionState,
+    PeerEventError, PeerSettings, RemotePeer, RemoteTrack,
 };
 use api::*;
 use departures::{Departures, LeftDecision, REJOIN_GRACE};
@@ -55,6 +61,9 @@ pub struct EngineOptions {
     pub keepalive_data: Option<Duration>,
     /// Where "this computer" looks for / starts the embedded server.
     pub local: local::LocalServerOptions,
+    /// During a call, list the devices this often and announce new ones (the app: every few
+    /// seconds; `None`: never, for bots and tests that do not want the scans).
+    pub device_scan_every: Option<Duration>,
 }
 
 /// Everything the engine reports: the UI vocabulary plus the headless peer's extras.
@@ -182,6 +191,8 @@ struct RemoteMedia {
     /// (peer, stream) → receivers
     video: HashMap<(String, String), Arc<VideoReceiver>>,
     audio: HashMap<(String, String), Vec<AudioReceiver>>,
+    /// Per-participant playback volume set by the user (session-long, by peer id).
+    volumes: HashMap<String, f32>,
 }
 
 /// Everything media for one call; dropping it stops every thread.
@@ -192,6 +203,20 @@ struct CallMedia {
     mixer: Arc<Mixer>,
     playout: Option<std::thread::JoinHandle<()>>,
     remote: Arc<Mutex<RemoteMedia>>,
+    /// Echo cancellation, noise suppression and gain: fed by the mixer (far end) and the
+    /// microphone's send thread (near end). See `docs/audio-processing.md`.
+    processor: SharedProcessor,
+}
+
+/// Audio processing is on for a real microphone (as a browser's getUserMedia does) and off for
+/// the synthetic tone, whose measurements must stay bit-comparable.
+fn processing_for(choice: &AudioChoice, forced: Option<ProcessingSettings>) -> ProcessingSettings {
+    forced.unwrap_or(match choice {
+        AudioChoice::Microphone(_) => ProcessingSettings::ON,
+        AudioChoice::Synthetic | AudioChoice::File(_) | AudioChoice::None => {
+            ProcessingSettings::OFF
+        }
+    })
 }
 
 impl Drop for CallMedia {
@@ -230,6 +255,7 @@ pub fn open_audio(choice: &AudioChoice) -> Result<Option<Box<dyn AudioSource>>, 
         AudioChoice::None => None,
         AudioChoice::Synthetic => Some(Box::new(SyntheticAudioSource::default())),
         AudioChoice::Microphone(id) => Some(crate::media::capture::open_microphone(id.as_deref())?),
+        AudioChoice::File(path) => Some(Box::new(crate::media::wav::WavFileSource::open(path)?)),
     })
 }
 
@@ -291,6 +317,7 @@ fn minting_credential(
         secret: Secret::new(secret.as_bytes().to_vec()),
         channel_patterns: PatternSet::any(),
         actions: Actions::all(),
+        app: String::new(),
     });
     let sub = peer_id.map_or_else(|| peer_id_from_name(name), str::to_string);
     let (name, room) = (name.to_string(), room.to_string());
@@ -382,6 +409,16 @@ struct Call {
     /// In-process test participants (their own engines).
     guests: Vec<EngineHandle>,
     _local_server: Option<local::LocalServer>,
+    /// When the microphone was last replaced after it failed (so a default that fails at once
+    /// falls back to the tone instead of being retried every second).
+    mic_recovered_at: Option<Instant>,
+    camera_recovered_at: Option<Instant>,
+    speaker_recovered_at: Option<Instant>,
+    /// Devices present at the last scan, to announce new ones.
+    device_watch: devices::DeviceWatch,
+    device_scan: Option<tokio::task::JoinHandle<devices::Inventory>>,
+    last_device_scan: Option<Instant>,
+    sounds: Arc<sounds::Sounds>,
 }
 
 async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: EngineOptions) {
@@ -432,8 +469,15 @@ async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: EngineOptions
                 }
             }
             _ = stats_tick.tick(), if call.is_some() => {
-                if let Some(c) = &call {
-                    out.call(Event::Stats(stats(c))).await;
+                if let Some(c) = call.as_mut() {
+                    devices::recover_lost_microphone(c, &out).await;
+                    devices::recover_lost_camera(c, &out).await;
+                    devices::recover_lost_speaker(c, &out).await;
+                    devices::end_lost_screen_share(c, &out).await;
+                    if let Some(every) = options.device_scan_every {
+                        devices::watch_devices(c, &out, every).await;
+                    }
+                    out.call(Event::Stats(Box::new(stats(c)))).await;
                 }
             }
             _ = level_tick.tick(), if call.is_some() => {
@@ -468,16 +512,41 @@ async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: EngineOptions
     }
 }
 
+/// Status messages from not-yet-listed senders waiting at once (see the data loop); beyond it
+/// they are dropped like any message from a stranger.
+const MAX_EARLY_STATUSES: usize = 8;
+
 fn stats(c: &Call) -> StatsSnapshot {
     let remote = lock(&c.media.remote);
     StatsSnapshot {
         local_video: c.media.camera.as_ref().map(|v| v.stats()),
         local_audio: c.media.mic.as_ref().map(|a| a.stats()),
+        audio_out: c.media.mic.as_ref().map(|a| {
+            let p = lock(&c.media.processor);
+            AudioOutStats {
+                level_dbfs: a.take_sent_level_dbfs(),
+                processing: p.settings().describe(),
+                delay_ms: p
+                    .settings()
+                    .echo_cancellation
+                    .then(|| p.stats().delay_ms)
+                    .flatten(),
+            }
+        }),
+        remote_audio: remote
+            .audio
+            .iter()
+            .flat_map(|((p, s), rs)| {
+                rs.iter()
+                    .map(move |r| (p.clone(), s.clone(), r.take_level_dbfs()))
+            })
+            .collect(),
         remote_video: remote
             .video
             .iter()
             .map(|((p, s), r)| (p.clone(), s.clone(), r.stats()))
             .collect(),
+        cues_played: c.media.mixer.cues_played(),
     }
 }
 
@@ -529,6 +598,14 @@ async fn join(
         }
     };
     let (mixer, playout) = Mixer::start(sink).map_err(|e| e.to_string())?;
+    let processor = shared(WebRtcProcessor::new(processing_for(
+        &req.audio,
+        req.audio_processing,
+    )));
+    mixer.set_render_tap(Some(processor.clone()));
+    if let Some(a) = &mic {
+        a.set_processor(Some(processor.clone()));
+    }
     let meta = Some(json!({"role": "camera"}));
     if let Some(v) = &camera {
         peer.add_media(v.media(), meta.clone())
@@ -548,8 +625,10 @@ async fn join(
         mixer,
         playout: Some(playout),
         remote: Arc::new(Mutex::new(RemoteMedia::default())),
+        processor,
     };
     let started = Instant::now();
+    let media_mixer = media.mixer.clone();
     let call = Call {
         peer: peer.clone(),
         media,
@@ -560,6 +639,13 @@ async fn join(
         stream_id: spec_stream,
         guests: Vec::new(),
         _local_server: local_server,
+        mic_recovered_at: None,
+        camera_recovered_at: None,
+        speaker_recovered_at: None,
+        device_watch: devices::DeviceWatch::default(),
+        device_scan: None,
+        last_device_scan: None,
+        sounds: sounds::Sounds::new(media_mixer, req.sounds, started),
     };
     watch_peer(&call, out.clone(), fatal, options.keepalive_data.is_some());
     if let Err(e) = peer.join(&req.room, true).await {
@@ -605,6 +691,19 @@ async fn report_device_error<T>(
     }
 }
 
+/// Sends a meshcall control or chat message to every other participant as *direct* messages.
+/// Receivers accept these only as directs from a member: a server-side publish (REST) can put
+/// any `from` on a broadcast, so a broadcast could be forged.
+async fn send_to_all(peer: &MeteredPeer, data: Value) -> Result<(), String> {
+    let mut first_error = None;
+    for r in peer.remote_peers() {
+        if let Err(e) = peer.send_to(r.id(), data.clone()).await {
+            first_error.get_or_insert(e.to_string());
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
 fn status_message(c: &Call) -> Value {
     json!({
         "type": "meshcall-status",
@@ -620,16 +719,41 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
             if let Some(a) = &c.media.mic {
                 a.set_muted(m);
             }
-            let _ = c.peer.send(status_message(c)).await;
+            let _ = send_to_all(&c.peer, status_message(c)).await;
         }
         Command::SetCameraEnabled(on) => handle_set_camera_enabled(c, on).await,
         Command::SetCamera(choice) => set_camera(c, choice, out).await,
         Command::SetMicrophone(choice) => set_microphone(c, choice, out).await,
+        Command::SetPeerVolume { peer, volume } => {
+            let volume = if volume.is_finite() {
+                volume.clamp(0.0, 2.0)
+            } else {
+                1.0
+            };
+            let mut m = lock(&c.media.remote);
+            for ((p, _), receivers) in &m.audio {
+                if *p == peer {
+                    receivers.iter().for_each(|r| r.set_gain(volume));
+                }
+            }
+            m.volumes.insert(peer, volume);
+        }
+        Command::SetAudioProcessing(settings) => {
+            info!(processing = %settings.describe(), "audio processing changed");
+            c.req.audio_processing = Some(settings);
+            lock(&c.media.processor).set_settings(settings);
+        }
+        Command::SetSounds(on) => {
+            c.req.sounds = on;
+            c.sounds.set_enabled(on);
+        }
         Command::SetSpeaker(choice) => match open_speaker(&choice) {
             Ok(sink) => {
                 info!(?choice, "speaker switched");
                 c.req.speaker = choice;
                 c.media.mixer.replace_sink(sink);
+                // Another speaker is another echo path.
+                lock(&c.media.processor).reset();
             }
             Err(e) => {
                 out.notice(format!("speaker: {e}; still playing on the previous one"))
@@ -640,36 +764,13 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
             if c.media.screen.is_some() {
                 return;
             }
-            let src = match choice {
-                VideoChoice::Screen(_) => open_video(&choice, 1920, 1080, 15.0),
-                _ => open_video(&VideoChoice::Synthetic, 1280, 720, 15.0),
-            };
-            let src = match src {
-                Ok(Some(s)) => s,
-                Ok(None) => return,
-                Err(e) => {
-                    out.notice(format!("screen share: {e}")).await;
-                    return;
-                }
-            };
-            let spec = TrackSpec::unique(
-                "screen-video",
-                &format!("screen-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
-            );
-            match VideoSender::start(src, spec, VideoSendSettings::default()) {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    if let Err(e) = c
-                        .peer
-                        .add_media(s.media(), Some(json!({"role": "screen"})))
-                        .await
-                    {
-                        out.notice(format!("screen share: {e}")).await;
-                        return;
-                    }
-                    c.media.screen = Some(s);
-                }
-                Err(e) => out.notice(format!("screen share: {e}")).await,
+            if let Err(e) = start_screen_share(c, choice).await {
+                out.call(Event::LocalMedia {
+                    camera_off: c.camera_off.load(Ordering::Relaxed),
+                    sharing: false,
+                })
+                .await;
+                out.notice(format!("screen share: {e}")).await;
             }
         }
         Command::StopScreenShare => {
@@ -682,10 +783,8 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
             if text.is_empty() {
                 return;
             }
-            if let Err(e) = c
-                .peer
-                .send(json!({"type": "meshcall-chat", "text": text}))
-                .await
+            if let Err(e) =
+                send_to_all(&c.peer, json!({"type": "meshcall-chat", "text": text})).await
             {
                 out.notice(format!("chat not sent: {e}")).await;
             }
@@ -728,6 +827,7 @@ async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) 
                     notify: None,
                     keepalive_data: None,
                     local: options.local.clone(),
+                    device_scan_every: None,
                 },
             );
             guest.send(Command::Join(Box::new(req)));
@@ -742,7 +842,7 @@ async fn handle_set_camera_enabled(c: &mut Call, on: bool) {
     if let Some(v) = &c.media.camera {
         v.set_paused(!on);
     }
-    let _ = c.peer.send(status_message(c)).await;
+    let _ = send_to_all(&c.peer, status_message(c)).await;
 }
 
 fn camera_settings(req: &JoinRequest) -> VideoSendSettings {
@@ -771,11 +871,11 @@ async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
             return;
         }
     };
-    info!(?choice, "camera switched");
-    c.req.video = choice;
-    match &c.media.camera {
-        Some(v) => v.replace_source(src),
-        None => {
+    if c.media.camera.is_some() {
+        set_camera_source(c, choice, src);
+    } else {
+        c.req.video = choice;
+        {
             let stream = c.stream_id.clone();
             let started = VideoSender::start(
                 src,
@@ -807,6 +907,40 @@ async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
     }
 }
 
+/// Starts sending a screen or window (`Screen(id)`; anything else shares the test pattern) as
+/// a second video stream with `role: "screen"`.
+async fn start_screen_share(c: &mut Call, choice: VideoChoice) -> Result<(), String> {
+    let src = match choice {
+        VideoChoice::Screen(_) => open_video(&choice, 1920, 1080, 15.0),
+        _ => open_video(&VideoChoice::Synthetic, 1280, 720, 15.0),
+    };
+    let Some(src) = src.map_err(|e| e.to_string())? else {
+        return Err("nothing to share".into());
+    };
+    let spec = TrackSpec::unique(
+        "screen-video",
+        &format!("screen-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+    );
+    let s = Arc::new(
+        VideoSender::start(src, spec, VideoSendSettings::default()).map_err(|e| e.to_string())?,
+    );
+    c.peer
+        .add_media(s.media(), Some(json!({"role": "screen"})))
+        .await
+        .map_err(|e| e.to_string())?;
+    c.media.screen = Some(s);
+    Ok(())
+}
+
+/// Feeds the running camera track from another source (nobody renegotiates).
+fn set_camera_source(c: &mut Call, choice: VideoChoice, src: Box<dyn VideoSource>) {
+    info!(?choice, "camera switched");
+    c.req.video = choice;
+    if let Some(v) = &c.media.camera {
+        v.replace_source(src);
+    }
+}
+
 /// Switches the microphone in place, or starts sending audio if the call had none.
 async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
     if choice == AudioChoice::None {
@@ -814,7 +948,7 @@ async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
             a.set_muted(true);
         }
         c.mic_muted.store(true, Ordering::Relaxed);
-        let _ = c.peer.send(status_message(c)).await;
+        let _ = send_to_all(&c.peer, status_message(c)).await;
         c.req.audio = choice;
         return;
     }
@@ -828,6 +962,11 @@ async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
         }
     };
     info!(?choice, "microphone switched");
+    {
+        let mut p = lock(&c.media.processor);
+        p.set_settings(processing_for(&choice, c.req.audio_processing));
+        p.reset(); // another microphone hears the room differently
+    }
     c.req.audio = choice;
     match &c.media.mic {
         Some(a) => a.replace_source(src),
@@ -843,6 +982,7 @@ async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out) {
                 }
             };
             a.set_muted(c.mic_muted.load(Ordering::Relaxed));
+            a.set_processor(Some(c.media.processor.clone()));
             if let Err(e) = c
                 .peer
                 .add_media(a.media(), Some(json!({"role": "camera"})))
@@ -865,7 +1005,7 @@ async fn leave(c: Call, out: &Out) {
     // presence `left`; bounded, because a dead server must not hold up leaving.
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
-        c.peer.send(json!({"type": "meshcall-bye"})),
+        send_to_all(&c.peer, json!({"type": "meshcall-bye"})),
     )
     .await;
     c.peer.close().await;
@@ -889,11 +1029,16 @@ async fn leave(c: Call, out: &Out) {
     out.call(Event::Left).await;
 }
 
-/// Drops everything received from a peer that is gone.
-fn forget_remote_media(remote: &Mutex<RemoteMedia>, id: &str) {
-    let mut m = lock(remote);
-    m.video.retain(|(p, _), _| p != id);
-    m.audio.retain(|(p, _), _| p != id);
+/// A peer is gone for good: drop everything received from it, play the leave sound, tell the
+/// UI.
+async fn peer_gone(remote: &Mutex<RemoteMedia>, sounds: &sounds::Sounds, out: &Out, id: String) {
+    {
+        let mut m = lock(remote);
+        m.video.retain(|(p, _), _| *p != id);
+        m.audio.retain(|(p, _), _| *p != id);
+    }
+    sounds.peer_left();
+    out.call(Event::PeerLeft { id }).await;
 }
 
 /// Turns MeteredPeer events into engine events.
@@ -955,22 +1100,84 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
     }
     {
         let mut data = peer.on_data();
+        let peer_for_data = peer.clone();
         let out = out.clone();
         let departures = departures.clone();
         let remote_media = c.media.remote.clone();
+        let sounds = c.sounds.clone();
+        // Status messages from a sender the SDK does not list yet, waiting in side tasks.
+        let early_statuses = Arc::new(AtomicUsize::new(0));
         tokio::spawn(async move {
             while let Some(d) = data.next_item().await {
-                match d.data.get("type").and_then(Value::as_str) {
+                let kind = d.data.get("type").and_then(Value::as_str);
+                // meshcall's own messages count only as directs from a participant (or, for a
+                // bye, one we are still keeping as reconnecting); anything else is ignored.
+                let member = peer_for_data.remote_peer(&d.from);
+                // A newcomer greets with its status as soon as it sees us, which can overtake
+                // our SDK's record of it (presence and data arrive separately). Give it a
+                // second to appear, in a bounded side task, rather than drop the status.
+                if kind == Some("meshcall-status")
+                    && d.kind == DataKind::Direct
+                    && member.is_none()
+                    && early_statuses.load(Ordering::Relaxed) < MAX_EARLY_STATUSES
+                {
+                    early_statuses.fetch_add(1, Ordering::Relaxed);
+                    let (me, out, departures, pending) = (
+                        peer_for_data.clone(),
+                        out.clone(),
+                        departures.clone(),
+                        early_statuses.clone(),
+                    );
+                    tokio::spawn(async move {
+                        for _ in 0..10 {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if me.remote_peer(&d.from).is_some() {
+                                lock(&departures).saw_status(&d.from);
+                                let b = |k: &str| {
+                                    d.data.get(k).and_then(Value::as_bool).unwrap_or(false)
+                                };
+                                out.call(Event::RemoteStatus {
+                                    peer: d.from.clone(),
+                                    mic_muted: b("mic_muted"),
+                                    camera_off: b("camera_off"),
+                                })
+                                .await;
+                                break;
+                            }
+                        }
+                        pending.fetch_sub(1, Ordering::Relaxed);
+                    });
+                    continue;
+                }
+                let trusted = d.kind == DataKind::Direct
+                    && (member.is_some() || lock(&departures).is_lingering(&d.from));
+                // A bye whose sender the SDK already dropped (its `left` overtook the bye): a
+                // direct's sender is authenticated by the server, so it still says this peer
+                // left on purpose.
+                if kind == Some("meshcall-bye") && d.kind == DataKind::Direct && !trusted {
+                    let gone = lock(&departures).saw_late_bye(&d.from);
+                    if gone {
+                        peer_gone(&remote_media, &sounds, &out, d.from.clone()).await;
+                    }
+                    continue;
+                }
+                let kind = match kind {
+                    Some(k) if k.starts_with("meshcall-") && !trusted => {
+                        debug!(from = %d.from, kind = k, "untrusted meshcall message ignored");
+                        None
+                    }
+                    k => k,
+                };
+                match kind {
                     Some("meshcall-bye") => {
                         // Usually before its presence `left`; if that was handled first, the
                         // peer is lingering and goes now.
                         let lingering = lock(&departures).saw_bye(&d.from);
                         if lingering {
-                            forget_remote_media(&remote_media, &d.from);
-                            out.call(Event::PeerLeft { id: d.from.clone() }).await;
+                            peer_gone(&remote_media, &sounds, &out, d.from.clone()).await;
                         }
                     }
-                    Some("meshcall-status") => {
+                    Some("meshcall-status") if member.is_some() => {
                         lock(&departures).saw_status(&d.from);
                         let b = |k: &str| d.data.get(k).and_then(Value::as_bool).unwrap_or(false);
                         out.call(Event::RemoteStatus {
@@ -981,8 +1188,11 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
                         .await;
                     }
                     Some("meshcall-chat") => {
-                        if let Some(text) = d.data.get("text").and_then(Value::as_str) {
-                            let name = display_name(d.from_metadata.as_ref());
+                        if let Some(text) = d.data.get("text").and_then(Value::as_str)
+                            && let Some(m) = &member
+                        {
+                            // The name from the member's own presence, not from the message.
+                            let name = display_name(m.metadata().as_ref());
                             let text: String = text.chars().take(MAX_CHAT_CHARS).collect();
                             out.call(Event::Chat {
                                 from: d.from.clone(),
@@ -1013,6 +1223,7 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
         let mut left = peer.on_peer_left();
         let out = out.clone();
         let remote_media = c.media.remote.clone();
+        let sounds = c.sounds.clone();
         let departures = departures.clone();
         tokio::spawn(async move {
             while let Some(r) = left.next_item().await {
@@ -1020,8 +1231,7 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
                 let decision = lock(&departures).left(&id, Instant::now());
                 match decision {
                     LeftDecision::Gone => {
-                        forget_remote_media(&remote_media, &id);
-                        out.call(Event::PeerLeft { id }).await;
+                        peer_gone(&remote_media, &sounds, &out, id).await;
                     }
                     LeftDecision::Linger { until } => {
                         info!(peer = %id, "peer left without a goodbye; waiting for it to come back");
@@ -1030,16 +1240,19 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
                             state: PeerConnectionState::Reconnecting,
                         })
                         .await;
-                        let (out, remote_media, departures) =
-                            (out.clone(), remote_media.clone(), departures.clone());
+                        let (out, remote_media, departures, sounds) = (
+                            out.clone(),
+                            remote_media.clone(),
+                            departures.clone(),
+                            sounds.clone(),
+                        );
                         tokio::spawn(async move {
                             tokio::time::sleep(until.saturating_duration_since(Instant::now()))
                                 .await;
                             let gone = lock(&departures).expire(Instant::now());
                             for id in gone {
                                 info!(peer = %id, "peer did not come back");
-                                forget_remote_media(&remote_media, &id);
-                                out.call(Event::PeerLeft { id }).await;
+                                peer_gone(&remote_media, &sounds, &out, id).await;
                             }
                         });
                     }
@@ -1058,11 +1271,14 @@ fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
         headless,
         receive_video: c.req.receive_video,
         departures,
+        sounds: c.sounds.clone(),
     };
     tokio::spawn(async move {
         while let Some(r) = joined.next_item().await {
             if lock(&ctx.departures).joined(r.id()) {
                 info!(peer = %r.id(), "peer came back");
+            } else {
+                ctx.sounds.peer_joined();
             }
             ctx.out
                 .call(Event::PeerJoined {
@@ -1087,6 +1303,7 @@ struct PeerCtx {
     headless: bool,
     receive_video: bool,
     departures: Arc<Mutex<Departures>>,
+    sounds: Arc<sounds::Sounds>,
 }
 
 /// A close code in words, for the error banner.
@@ -1262,6 +1479,9 @@ async fn start_track(ctx: &PeerCtx, peer: &str, t: Arc<RemoteTrack>) {
             };
             let announce = {
                 let mut m = lock(&ctx.remote);
+                if let Some(&v) = m.volumes.get(peer) {
+                    rx.set_gain(v);
+                }
                 let fresh = !m.audio.contains_key(&key);
                 // a reconnect brings a new track object: replace, do not accumulate
                 m.audio.insert(key.clone(), vec![rx]);

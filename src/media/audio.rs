@@ -1,4 +1,4 @@
-//! Opus 48 kHz mono, 20 ms frames, VoIP mode (M1), plus a pitch estimate used by tests and the
+//! Opus 48 kHz mono, 20 ms frames, VoIP mode, plus a pitch estimate used by tests and the
 //! audio loopback check.
 
 use super::MediaError;

@@ -40,13 +40,17 @@ impl I420Frame {
         })
     }
 
-    /// Copies a decoder's (possibly strided) planes into a packed frame.
+    /// Copies a decoder's (possibly strided) planes into a packed frame; an odd size is cropped
+    /// to the even size below it.
     pub fn from_planes(
         width: usize,
         height: usize,
         (y, u, v): (&[u8], &[u8], &[u8]),
         (ys, us, vs): (usize, usize, usize),
     ) -> Result<I420Frame, MediaError> {
+        // I420 here is even-sized; a decoder may hand out an odd size (a browser sharing an
+        // odd-sized window). Drop the last column/row instead of refusing the picture.
+        let (width, height) = (width & !1, height & !1);
         let mut f = I420Frame::black(width, height)?;
         let (cw, ch) = (width / 2, height / 2);
         let short = || MediaError::H264("decoded plane shorter than its geometry".into());
@@ -130,5 +134,21 @@ mod tests {
         assert_eq!(f.y, vec![0, 1, 2, 3, 8, 9, 10, 11]);
         assert_eq!(f.u, vec![1, 1]);
         assert!(I420Frame::from_planes(4, 2, (&y[..5], &u, &v), (8, 4, 4)).is_err());
+    }
+
+    #[test]
+    fn an_odd_sized_picture_is_cropped_to_even_not_refused() {
+        // A browser sharing a 641x361 window sends odd-sized pictures (H.264 crops them).
+        let (w, h) = (641usize, 361usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let y: Vec<u8> = (0..w * h).map(|i| (i % w) as u8).collect();
+        let u = vec![100u8; cw * ch];
+        let v = vec![200u8; cw * ch];
+        let f = I420Frame::from_planes(w, h, (&y, &u, &v), (w, cw, cw)).expect("shown, cropped");
+        assert_eq!((f.width, f.height), (640, 360));
+        assert_eq!(f.y[639], 639u16 as u8, "columns kept from the left");
+        assert_eq!(f.u[0], 100);
+        assert_eq!(f.v[f.v.len() - 1], 200);
+        assert!(I420Frame::from_planes(1, 1, (&[0], &[0], &[0]), (1, 1, 1)).is_err());
     }
 }

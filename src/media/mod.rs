@@ -1,4 +1,4 @@
-//! Media (M1–M3, issue 4): frames, sources, codecs, send and receive pipelines, playout.
+//! Media: frames, sources, codecs, audio processing, send and receive pipelines, playout.
 //!
 //! | module | what | IO? |
 //! |---|---|---|
@@ -7,28 +7,40 @@
 //! | [`stamp`] | a machine-readable frame stamp drawn into the picture (frame number + capture time) | pure |
 //! | [`synthetic`] | the moving test pattern (video) and tone with beeps (audio) | pure |
 //! | [`h264`] | openh264 constrained-baseline encoder / decoder | CPU only |
+//! | [`cues`] | the join and leave sounds, generated | pure |
 //! | [`audio`] | Opus 48 kHz mono 20 ms encoder / decoder, pitch measurement | CPU only |
 //! | [`devices`] | cameras (nokhwa), microphones and speakers (cpal), X11 screens (x11rb), pickers | yes |
 //! | [`capture`] | opening the device a user picked, by id (engine seam) | yes |
-//! | [`assembler`] | RTP → H.264 access units on the marker bit, loss → keyframe wait | pure |
+//! | [`assembler`] | RTP → H.264 access units on the marker bit; holes wait for NACK repair, then keyframe wait | pure |
+//! | [`keyframes`] | when the shared encoder answers keyframe requests (coalesced, ≤ 2 per second) | pure |
 //! | [`rate`] | bitrate adaptation from loss, RTT and keyframe requests | pure |
+//! | [`rungs`] | two encodings for a mesh: which peers get the full picture, which a half-size one | pure |
 //! | [`send`] | capture + encode thread, fan-out to one leg per connection | yes |
-//! | [`receive`] | decode thread with latest-frame-wins, audio jitter buffer, mixer, playout | yes |
+//! | [`receive`] | video: assembler task, decode thread, latest-frame-wins slot | yes |
+//! | [`mixer`] | audio: jitter buffer per stream, mixer, playout paced by the speaker, echo canceller's far-end tap | yes |
+//! | [`processing`] | echo cancellation, noise suppression, gain (WebRTC's module via sonora) | CPU only |
+//! | [`wav`] | WAV files as a looped microphone | yes |
 //! | [`stats`] | per-track send/receive statistics | no |
 
 pub mod assembler;
 pub mod audio;
 pub mod capture;
+pub mod cues;
 pub mod devices;
 pub mod frame;
 pub mod h264;
+pub mod keyframes;
+pub mod mixer;
+pub mod processing;
 pub mod rate;
 pub mod receive;
+pub mod rungs;
 pub mod send;
 pub mod source;
 pub mod stamp;
 pub mod stats;
 pub mod synthetic;
+pub mod wav;
 
 use thiserror::Error;
 

@@ -1,4 +1,4 @@
-//! Send pipelines (M1, issue 4 §3–4): one capture thread and one encoder per local track, the
+//! Send pipelines: one capture thread and one encoder per local track, the
 //! encoded samples fanned out to one leg per peer connection.
 //!
 //! ```text
@@ -14,7 +14,8 @@
 //! frame a peer gets is decodable. A slow connection drops whole frames from its own bounded
 //! queue and waits for a keyframe; it never stalls the encoder or the other peers.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -24,7 +25,8 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+    RtpCodecKind,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -37,8 +39,11 @@ use super::MediaError;
 use super::audio::OpusEncoder;
 use super::frame::I420Frame;
 use super::h264::{self, EncoderSettings, H264Encoder};
-use super::rate::{RateController, RateDecision};
+use super::keyframes::KeyframePolicy;
+use super::processing::{LevelMeter, SharedProcessor, for_each_10ms};
+use super::rate::{RateController, SendMeter};
 use super::receive::DecodedFrame;
+use super::rungs::{self, Rung};
 use super::source::{AUDIO_FRAME, AudioSource, VideoSource, media_instant};
 use super::stats::SendStats;
 use crate::peer::error::PeerError;
@@ -50,6 +55,8 @@ use crate::peer::state::PeerConnectionState;
 const LEG_QUEUE: usize = 8;
 /// How often a leg reads its sender's stats (loss, RTT, bytes) for the rate controller.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// A leg's keyframe requests in its first seconds bypass the coalescing (see `run_leg`).
+const FRESH_LEG: Duration = Duration::from_secs(2);
 /// A leg gives up waiting for its connection after this long (the peer is gone or failed).
 const LEG_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -60,6 +67,8 @@ pub struct EncodedSample {
     pub capture_us: u64,
     pub duration: Duration,
     pub keyframe: bool,
+    /// The encoding it belongs to (audio: always the high rung).
+    pub rung: Rung,
 }
 
 /// What identifies a local track on the wire.
@@ -99,10 +108,21 @@ fn opus_codec() -> RTCRtpCodec {
     }
 }
 
+/// What one leg's receiver says about the network (see `SampleFanout::leg_views`).
+#[derive(Debug, Clone, Copy)]
+struct LegView {
+    id: u64,
+    loss: f64,
+    newest_report: Option<Instant>,
+    rtt_ms: Option<f64>,
+    bytes_sent: u64,
+    /// Encoded bytes handed to the leg's track so far (counted at once, unlike the stats).
+    media_bytes: u64,
+}
+
 /// Per-leg network view, refreshed from the sender's stats every second.
 #[derive(Debug, Clone, Default)]
 struct LegReport {
-    fraction_lost: f64,
     rtt_ms: Option<f64>,
     bytes_sent: u64,
 }
@@ -113,6 +133,12 @@ struct LegSlot {
     /// The leg dropped a frame and must restart at a keyframe.
     need_key: Arc<AtomicBool>,
     report: Arc<Mutex<LegReport>>,
+    /// The leg's SSRC, whose receiver reports the rate controller reads.
+    ssrc: u32,
+    /// The encoding this leg receives (`Rung::index`), set by the encoder thread.
+    rung: Arc<AtomicU8>,
+    /// Encoded bytes written to the leg's track.
+    media_bytes: Arc<AtomicU64>,
 }
 
 /// The shared half of a send pipeline: implements [`LocalMedia`] for the MeteredPeer and fans
@@ -123,7 +149,11 @@ pub struct SampleFanout {
     codec: RTCRtpCodec,
     legs: Mutex<Vec<LegSlot>>,
     next_leg: AtomicU64,
-    keyframe_requested: AtomicBool,
+    /// A receiver asked for a keyframe (PLI/FIR) or a slow leg must restart at one; the
+    /// encoder coalesces these (see `media::keyframes`).
+    keyframe_requested: [AtomicBool; 2],
+    /// A keyframe is needed now (a new leg, the source changed, the camera came back), per rung.
+    urgent_keyframe: [AtomicBool; 2],
     /// Frames that reached at least one leg / were dropped at a full leg queue.
     delivered: AtomicU64,
     dropped: AtomicU64,
@@ -149,7 +179,8 @@ impl SampleFanout {
             codec,
             legs: Mutex::new(Vec::new()),
             next_leg: AtomicU64::new(1),
-            keyframe_requested: AtomicBool::new(true),
+            keyframe_requested: [AtomicBool::new(false), AtomicBool::new(false)],
+            urgent_keyframe: [AtomicBool::new(true), AtomicBool::new(false)],
             delivered: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             keyframe_requests: AtomicU64::new(0),
@@ -168,44 +199,76 @@ impl SampleFanout {
         let sample = Arc::new(sample);
         let mut legs = lock(&self.legs);
         let mut any = false;
-        legs.retain(|leg| match leg.tx.try_send(sample.clone()) {
-            Ok(()) => {
-                any = true;
-                true
+        let rung = sample.rung.index();
+        legs.retain(|leg| {
+            if usize::from(leg.rung.load(Ordering::Relaxed)) != rung {
+                return true;
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                if !leg.need_key.swap(true, Ordering::Relaxed) {
-                    self.keyframe_requested.store(true, Ordering::Relaxed);
+            match leg.tx.try_send(sample.clone()) {
+                Ok(()) => {
+                    any = true;
+                    true
                 }
-                true
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    if !leg.need_key.swap(true, Ordering::Relaxed) {
+                        self.keyframe_requested[rung].store(true, Ordering::Relaxed);
+                    }
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         });
         if any {
             self.delivered.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn take_keyframe_request(&self) -> bool {
-        self.keyframe_requested.swap(false, Ordering::Relaxed)
+    fn take_keyframe_request(&self, rung: Rung) -> bool {
+        self.keyframe_requested[rung.index()].swap(false, Ordering::Relaxed)
     }
 
-    /// The worst network view over the ready legs: (max loss fraction, max RTT ms).
-    fn worst_network(&self) -> (f64, Option<f64>, u64) {
-        let legs = lock(&self.legs);
-        let mut loss: f64 = 0.0;
-        let mut rtt: Option<f64> = None;
-        let mut bytes = 0;
-        for leg in legs.iter() {
-            let r = lock(&leg.report);
-            loss = loss.max(r.fraction_lost);
-            if let Some(x) = r.rtt_ms {
-                rtt = Some(rtt.map_or(x, |y: f64| y.max(x)));
-            }
-            bytes += r.bytes_sent;
+    fn take_urgent_keyframe(&self, rung: Rung) -> bool {
+        self.urgent_keyframe[rung.index()].swap(false, Ordering::Relaxed)
+    }
+
+    /// Every rung needs a keyframe now.
+    fn urgent_keyframes(&self) {
+        for u in &self.urgent_keyframe {
+            u.store(true, Ordering::Relaxed);
         }
-        (loss, rtt, bytes)
+    }
+
+    /// Moves a leg to another encoding; it restarts at that encoding's next keyframe.
+    fn set_leg_rung(&self, id: u64, rung: Rung) {
+        let legs = lock(&self.legs);
+        if let Some(leg) = legs.iter().find(|l| l.id == id) {
+            let old = leg.rung.swap(rung.index() as u8, Ordering::Relaxed);
+            if usize::from(old) != rung.index() {
+                leg.need_key.store(true, Ordering::Relaxed);
+                self.urgent_keyframe[rung.index()].store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Each ready leg's view of its network, for the per-leg rate estimates.
+    fn leg_views(&self) -> Vec<LegView> {
+        let legs = lock(&self.legs);
+        legs.iter()
+            .map(|leg| {
+                let report = crate::peer::feedback::latest(leg.ssrc)
+                    .filter(|l| l.at.elapsed() < Duration::from_secs(5));
+                let r = lock(&leg.report);
+                LegView {
+                    id: leg.id,
+                    loss: report.map_or(0.0, |l| l.fraction_lost),
+                    newest_report: report.map(|l| l.at),
+                    rtt_ms: r.rtt_ms,
+                    bytes_sent: r.bytes_sent,
+                    media_bytes: leg.media_bytes.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
     }
 
     fn new_track(&self) -> Result<(Arc<TrackLocalStaticSample>, u32), PeerError> {
@@ -220,6 +283,11 @@ impl SampleFanout {
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
+                        // Video retransmits on its own SSRC when the peer negotiates RTX
+                        // (Chromium does; so do we); without it, on the media SSRC.
+                        rtx: (self.kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters {
+                            ssrc: rand::random::<u32>() | 1,
+                        }),
                         ..Default::default()
                     },
                     codec: self.codec.clone(),
@@ -285,12 +353,27 @@ async fn negotiated_pt(sender: &Arc<dyn RtpSender>, codec: &RTCRtpCodec) -> Opti
             || (f.contains("packetization-mode=1")
                 && (f.contains("profile-level-id=42e01f") || f.contains("profile-level-id=42001f")))
     };
-    params
+    // Prefer the payload type whose fmtp is exactly our codec's: webrtc-rs binds the NACK
+    // responder (and picks the RTX payload type, `apt=`) by that match, so sending media under
+    // another compatible payload type (42001f when we are 42e01f) made every retransmission
+    // unwrap at the receiver as a different codec — Chromium then reset its decoder and asked
+    // for a keyframe after each one (1 fps at 10 % loss).
+    let profile = |fmtp: &str| {
+        fmtp.split(';')
+            .find_map(|kv| kv.trim().strip_prefix("profile-level-id="))
+            .map(str::to_ascii_lowercase)
+    };
+    let candidates: Vec<_> = params
         .rtp_parameters
         .codecs
         .iter()
         .filter(same_mime)
-        .find(|c| fmtp_ok(&c.rtp_codec.sdp_fmtp_line))
+        .filter(|c| fmtp_ok(&c.rtp_codec.sdp_fmtp_line))
+        .collect();
+    candidates
+        .iter()
+        .find(|c| profile(&c.rtp_codec.sdp_fmtp_line) == profile(&codec.sdp_fmtp_line))
+        .or_else(|| candidates.first())
         .map(|c| c.payload_type)
 }
 
@@ -334,6 +417,8 @@ async fn run_leg(
     let (tx, mut rx) = mpsc::channel::<Arc<EncodedSample>>(LEG_QUEUE);
     let need_key = Arc::new(AtomicBool::new(true));
     let report = Arc::new(Mutex::new(LegReport::default()));
+    let rung = Arc::new(AtomicU8::new(Rung::High.index() as u8));
+    let media_bytes = Arc::new(AtomicU64::new(0));
     let leg_id = {
         let Some(f) = fanout.upgrade() else { return };
         let id = f.next_leg.fetch_add(1, Ordering::Relaxed);
@@ -342,13 +427,17 @@ async fn run_leg(
             tx,
             need_key: need_key.clone(),
             report: report.clone(),
+            ssrc,
+            rung: rung.clone(),
+            media_bytes: media_bytes.clone(),
         });
-        f.keyframe_requested.store(true, Ordering::Relaxed);
+        f.urgent_keyframe[Rung::High.index()].store(true, Ordering::Relaxed);
         id
     };
     debug!(peer = %peer_id, pt, ssrc, "leg joined the fan-out");
     let mut stats_tick = tokio::time::interval(STATS_INTERVAL);
     let is_video = codec.clock_rate == 90_000;
+    let joined_at = Instant::now();
     loop {
         tokio::select! {
             sample = rx.recv() => {
@@ -368,13 +457,21 @@ async fn run_leg(
                     debug!(peer = %peer_id, error = %e, "leg write failed; leaving the fan-out");
                     break;
                 }
+                media_bytes.fetch_add(s.data.len() as u64, Ordering::Relaxed);
             }
             ev = track.poll() => match ev {
                 Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
                     if packets.iter().any(|p| {
                         p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>()
                     }) && let Some(f) = fanout.upgrade() {
-                        f.keyframe_requested.store(true, Ordering::Relaxed);
+                        let r = usize::from(rung.load(Ordering::Relaxed)).min(1);
+                        // A receiver that is just starting (its first keyframe went out before
+                        // it was ready) must not wait out the coalescing interval.
+                        if joined_at.elapsed() < FRESH_LEG {
+                            f.urgent_keyframe[r].store(true, Ordering::Relaxed);
+                        } else {
+                            f.keyframe_requested[r].store(true, Ordering::Relaxed);
+                        }
                         f.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -396,14 +493,6 @@ async fn run_leg(
                             _ => {}
                         }
                     }
-                }
-                // Loss from the receiver's RTCP reports (webrtc-rs stats keep it at zero); a
-                // report older than 5 s no longer describes the link.
-                {
-                    let mut r = lock(&report);
-                    r.fraction_lost = crate::peer::feedback::latest(ssrc)
-                        .filter(|l| l.at.elapsed() < Duration::from_secs(5))
-                        .map_or(0.0, |l| l.fraction_lost);
                 }
                 if fanout.upgrade().is_none_or(|f| f.stopped.load(Ordering::Relaxed)) {
                     break;
@@ -547,19 +636,20 @@ impl VideoSender {
         let preview = Arc::new(Mutex::new(None));
         let next_source = Arc::new(Swap::new());
         let on_frame = Arc::new(Mutex::new(None));
-        let rate = RateController::new(
-            settings.min_bitrate_bps,
-            settings.encoder.bitrate_bps,
-            settings.encoder.fps,
-        );
         let ctx = VideoLoop {
             source,
             encoder,
+            low: None,
+            settings,
             fanout: fanout.clone(),
             stop: stop.clone(),
             paused: paused.clone(),
             stats: stats.clone(),
-            rate,
+            leg_rates: HashMap::new(),
+            rungs: HashMap::new(),
+            keyframes: [KeyframePolicy::default(), KeyframePolicy::default()],
+            scaled: [false, false],
+            skip_toggle: [false, false],
             fps: settings.encoder.fps,
             preview: preview.clone(),
             next_source: next_source.clone(),
@@ -603,9 +693,7 @@ impl VideoSender {
     pub fn set_paused(&self, paused: bool) {
         self.paused.store(paused, Ordering::Relaxed);
         if !paused {
-            self.fanout
-                .keyframe_requested
-                .store(true, Ordering::Relaxed);
+            self.fanout.urgent_keyframes();
         }
     }
 
@@ -632,33 +720,111 @@ impl std::ops::DerefMut for VideoSender {
 
 struct VideoLoop {
     source: Box<dyn VideoSource>,
+    /// The full-size encoding (the high rung).
     encoder: H264Encoder,
+    /// The half-size encoding, only while some leg is on the low rung.
+    low: Option<H264Encoder>,
+    settings: VideoSendSettings,
     fanout: Arc<SampleFanout>,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     stats: Arc<Mutex<SendStats>>,
-    rate: RateController,
+    /// Each leg's own rate estimate.
+    leg_rates: HashMap<u64, LegRate>,
+    /// Each leg's current rung.
+    rungs: HashMap<u64, Rung>,
+    keyframes: [KeyframePolicy; 2],
+    /// Whether each rung was sending half-size / every other frame (to notice a change).
+    scaled: [bool; 2],
+    skip_toggle: [bool; 2],
     fps: f32,
     preview: Arc<Mutex<Option<Arc<DecodedFrame>>>>,
     next_source: Arc<Swap<Box<dyn VideoSource>>>,
     on_frame: Arc<Mutex<Option<FrameHook>>>,
 }
 
+/// One leg's rate controller and when it last heard from the receiver.
+struct LegRate {
+    rate: RateController,
+    sent: SendMeter,
+    last_report: Option<Instant>,
+    last_eval: Instant,
+}
+
+/// What one rung encodes with, from the rate controller of the leg that governs it.
+#[derive(Debug, Clone, Copy)]
+struct RungTarget {
+    bitrate_bps: u32,
+    scale_down: bool,
+    half_fps: bool,
+}
+
 impl VideoLoop {
+    /// Updates every leg's estimate from its receiver's reports, assigns rungs, and returns
+    /// what each rung should encode (`None`: no leg on it).
+    fn plan(&mut self, now: Instant) -> ([Option<RungTarget>; 2], Vec<LegView>) {
+        let views = self.fanout.leg_views();
+        let s = self.settings;
+        self.leg_rates
+            .retain(|id, _| views.iter().any(|v| v.id == *id));
+        for v in &views {
+            let lr = self.leg_rates.entry(v.id).or_insert_with(|| LegRate {
+                rate: RateController::new(s.min_bitrate_bps, s.encoder.bitrate_bps, s.encoder.fps),
+                sent: SendMeter::default(),
+                last_report: None,
+                last_eval: now,
+            });
+            lr.sent.record(now, v.media_bytes);
+            // Every new receiver report (about four a second), and at least once a second
+            // for the RTT.
+            if v.newest_report > lr.last_report
+                || now.duration_since(lr.last_eval) >= STATS_INTERVAL
+            {
+                lr.last_report = v.newest_report;
+                lr.last_eval = now;
+                lr.rate.on_report(now, v.loss, v.rtt_ms, lr.sent.bps());
+            }
+        }
+        let estimates: Vec<(u64, u32)> = views
+            .iter()
+            .filter_map(|v| {
+                self.leg_rates
+                    .get(&v.id)
+                    .map(|r| (v.id, r.rate.bitrate_bps()))
+            })
+            .collect();
+        let plan = rungs::plan(&estimates, &self.rungs);
+        for (&leg, &rung) in &plan.assignment {
+            if self.rungs.get(&leg).copied().unwrap_or_default() != rung {
+                debug!(leg, ?rung, "leg moves to another encoding");
+                self.fanout.set_leg_rung(leg, rung);
+            }
+        }
+        self.rungs = plan.assignment;
+        let target = |gov: Option<u64>| {
+            gov.and_then(|l| self.leg_rates.get(&l))
+                .map(|r| RungTarget {
+                    bitrate_bps: r.rate.bitrate_bps(),
+                    scale_down: r.rate.scale_down(),
+                    half_fps: r.rate.half_fps(),
+                })
+        };
+        (
+            [target(plan.high_governor), target(plan.low_governor)],
+            views,
+        )
+    }
+
     fn run(mut self) {
         let frame_duration = Duration::from_secs_f32(1.0 / self.fps.max(1.0));
         let mut last_report = Instant::now();
         let mut frames_in_window = 0u32;
-        let mut skip_toggle = false;
         let mut last_bytes = 0u64;
-        let mut last_plis = 0u64;
         let mut preview_seq = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             if let Some(s) = self.next_source.take() {
                 self.source = s; // the old one closes here, on the thread that used it
-                self.fanout
-                    .keyframe_requested
-                    .store(true, Ordering::Relaxed);
+                self.fanout.urgent_keyframes();
                 lock(&self.stats).source_error = None;
             }
             let frame = match self.source.next_frame() {
@@ -677,22 +843,22 @@ impl VideoLoop {
                 }
             };
             let now = Instant::now();
+            let (targets, views) = self.plan(now);
             if now.duration_since(last_report) >= STATS_INTERVAL {
-                let (loss, rtt, bytes) = self.fanout.worst_network();
                 let secs = now.duration_since(last_report).as_secs_f64();
-                let plis = self.fanout.keyframe_requests.load(Ordering::Relaxed);
-                let pli_rate = plis.saturating_sub(last_plis) as f64 / secs;
-                last_plis = plis;
-                let decision = self.rate.on_feedback(loss, rtt, pli_rate);
-                self.apply(decision);
+                let bytes: u64 = views.iter().map(|v| v.bytes_sent).sum();
                 let mut s = lock(&self.stats);
                 s.fps = f64::from(frames_in_window) / secs;
                 s.bitrate_bps = (bytes.saturating_sub(last_bytes) as f64 * 8.0 / secs) as u64;
-                s.target_bitrate_bps = self.encoder.bitrate_bps();
-                s.loss_fraction = loss;
-                s.rtt_ms = rtt;
-                s.peers = self.fanout.ready_legs();
-                s.scale_down = self.rate.scale_down();
+                s.target_bitrate_bps =
+                    targets[0].map_or(self.encoder.bitrate_bps(), |t| t.bitrate_bps);
+                s.loss_fraction = views.iter().map(|v| v.loss).fold(0.0, f64::max);
+                s.rtt_ms = views.iter().filter_map(|v| v.rtt_ms).reduce(f64::max);
+                s.peers = views.len();
+                s.scale_down = targets[0].is_some_and(|t| t.scale_down);
+                s.low_rung_bitrate_bps = targets[1].map(|t| t.bitrate_bps);
+                s.legs_on_low_rung = self.rungs.values().filter(|&&r| r == Rung::Low).count();
+                s.keyframe_requests = self.fanout.keyframe_requests.load(Ordering::Relaxed);
                 last_bytes = bytes;
                 frames_in_window = 0;
                 last_report = now;
@@ -712,67 +878,122 @@ impl VideoLoop {
             if let Some(f) = lock(&self.on_frame).as_ref() {
                 f();
             }
-            let frame = &shared.frame;
             if self.fanout.ready_legs() == 0 {
                 continue; // nobody to send to: do not spend a core encoding
             }
-            // Under pressure the controller halves the frame rate (every other frame).
-            if self.rate.half_fps() {
-                skip_toggle = !skip_toggle;
-                if skip_toggle {
+            let frame = &shared.frame;
+            let mut half: Option<I420Frame> = None;
+            let mut sent = false;
+            for rung in [Rung::High, Rung::Low] {
+                let Some(t) = targets[rung.index()] else {
+                    if rung == Rung::Low && self.low.take().is_some() {
+                        debug!("no leg needs the low encoding any more: stopped");
+                    }
                     continue;
+                };
+                // The low rung is always half size; the high rung halves under pressure.
+                let scaled = rung == Rung::Low || t.scale_down;
+                if scaled != self.scaled[rung.index()] {
+                    self.scaled[rung.index()] = scaled;
+                    // A new size re-initialises the encoder: it must start with an IDR.
+                    self.fanout.urgent_keyframe[rung.index()].store(true, Ordering::Relaxed);
+                }
+                if t.half_fps {
+                    let toggle = &mut self.skip_toggle[rung.index()];
+                    *toggle = !*toggle;
+                    if *toggle {
+                        continue;
+                    }
+                }
+                let input: &I420Frame = if scaled {
+                    half.get_or_insert_with(|| downscale_half(frame))
+                } else {
+                    frame
+                };
+                if let Some(sample) = self.encode(rung, t, input, frame_duration) {
+                    self.fanout.publish(sample);
+                    sent = true;
                 }
             }
-            let scaled;
-            let frame: &I420Frame = if self.rate.scale_down() {
-                scaled = downscale_half(frame);
-                &scaled
-            } else {
-                frame
-            };
-            if self.fanout.take_keyframe_request() {
-                self.encoder.request_keyframe();
+            if sent {
+                frames_in_window += 1;
             }
-            let started = Instant::now();
-            let au = match self.encoder.encode_au(frame) {
-                Ok(au) => au,
-                Err(e) => {
-                    warn!(error = %e, "encode failed; skipping the frame");
-                    continue;
-                }
-            };
-            {
-                let mut s = lock(&self.stats);
-                s.frames_encoded += 1;
-                s.encode_ms_total += started.elapsed().as_secs_f64() * 1000.0;
-                s.width = frame.width as u32;
-                s.height = frame.height as u32;
-            }
-            if au.data.is_empty() {
-                continue;
-            }
-            frames_in_window += 1;
-            self.fanout.publish(EncodedSample {
-                data: Bytes::from(au.data),
-                capture_us: frame.capture_us,
-                duration: frame_duration,
-                keyframe: au.keyframe,
-            });
         }
     }
 
-    fn apply(&mut self, d: RateDecision) {
-        if let Some(bps) = d.bitrate_bps
-            && let Err(e) = self.encoder.set_bitrate(bps)
+    /// Encodes one picture for `rung` at its target; `None` if the encoder produced nothing.
+    fn encode(
+        &mut self,
+        rung: Rung,
+        t: RungTarget,
+        frame: &I420Frame,
+        frame_duration: Duration,
+    ) -> Option<EncodedSample> {
+        let i = rung.index();
+        let settings = self.settings.encoder;
+        let encoder = match rung {
+            Rung::High => &mut self.encoder,
+            Rung::Low => match &mut self.low {
+                Some(e) => e,
+                slot => {
+                    let e = H264Encoder::new(EncoderSettings {
+                        bitrate_bps: t.bitrate_bps,
+                        ..settings
+                    })
+                    .map_err(|e| warn!(error = %e, "the low encoding could not start"))
+                    .ok()?;
+                    debug!(bps = t.bitrate_bps, "low encoding started");
+                    self.fanout.urgent_keyframe[i].store(true, Ordering::Relaxed);
+                    slot.insert(e)
+                }
+            },
+        };
+        if encoder.bitrate_bps() != t.bitrate_bps
+            && let Err(e) = encoder.set_bitrate(t.bitrate_bps)
         {
             warn!(error = %e, "bitrate change refused");
         }
-        if d.resolution_changed {
-            // The encoder re-initialises on a new size and emits an IDR by itself.
-            self.fanout
-                .keyframe_requested
-                .store(true, Ordering::Relaxed);
+        if self.fanout.take_keyframe_request(rung) {
+            self.keyframes[i].request();
         }
+        let urgent = self.fanout.take_urgent_keyframe(rung);
+        if self.keyframes[i].force_keyframe(Instant::now(), urgent) {
+            encoder.request_keyframe();
+        }
+        let started = Instant::now();
+        let au = match encoder.encode_au(frame) {
+            Ok(au) => au,
+            Err(e) => {
+                warn!(error = %e, "encode failed; skipping the frame");
+                return None;
+            }
+        };
+        {
+            let mut s = lock(&self.stats);
+            s.frames_encoded += 1;
+            s.encode_ms_total += started.elapsed().as_secs_f64() * 1000.0;
+            match rung {
+                Rung::High => {
+                    s.width = frame.width as u32;
+                    s.height = frame.height as u32;
+                }
+                Rung::Low => s.low_rung_size = Some((frame.width as u32, frame.height as u32)),
+            }
+        }
+        if au.data.is_empty() {
+            return None;
+        }
+        if au.keyframe {
+            self.keyframes[i].keyframe_sent(Instant::now());
+            lock(&self.stats).keyframes += 1;
+        }
+        Some(EncodedSample {
+            data: Bytes::from(au.data),
+            capture_us: frame.capture_us,
+            duration: frame_duration,
+            keyframe: au.keyframe,
+            rung,
+        })
     }
 }
 
@@ -810,6 +1031,8 @@ pub struct AudioSender {
     muted: Arc<AtomicBool>,
     level: Arc<AtomicU32>,
     next_source: Arc<Swap<Box<dyn AudioSource>>>,
+    processor: Arc<Mutex<Option<SharedProcessor>>>,
+    sent_level: Arc<LevelMeter>,
 }
 
 impl AudioSender {
@@ -825,13 +1048,17 @@ impl AudioSender {
         let level = Arc::new(AtomicU32::new(0));
         let stats = Arc::new(Mutex::new(SendStats::default()));
         let next_source: Arc<Swap<Box<dyn AudioSource>>> = Arc::new(Swap::new());
-        let (f, st, mu, lv, ss, next) = (
+        let processor: Arc<Mutex<Option<SharedProcessor>>> = Arc::new(Mutex::new(None));
+        let sent_level = Arc::new(LevelMeter::default());
+        let meter = sent_level.clone();
+        let (f, st, mu, lv, ss, next, pr) = (
             fanout.clone(),
             stop.clone(),
             muted.clone(),
             level.clone(),
             stats.clone(),
             next_source.clone(),
+            processor.clone(),
         );
         let thread = std::thread::Builder::new()
             .name("meshcall-audio-send".into())
@@ -843,7 +1070,7 @@ impl AudioSender {
                         source = s;
                         lock(&ss).source_error = None;
                     }
-                    let pcm = match source.next_frame() {
+                    let mut pcm = match source.next_frame() {
                         Ok(p) => p,
                         Err(e) => {
                             warn!(error = %e, "audio source ended; waiting for another");
@@ -858,9 +1085,17 @@ impl AudioSender {
                             }
                         }
                     };
+                    // Echo cancellation, noise suppression, gain: before the level (what is
+                    // sent) and the encoder.
+                    let p = lock(&pr).clone();
+                    if let Some(p) = p {
+                        let mut p = lock(&p);
+                        for_each_10ms(&mut pcm, |c| p.process_capture(c));
+                    }
                     let rms =
                         (pcm.iter().map(|x| x * x).sum::<f32>() / pcm.len().max(1) as f32).sqrt();
                     lv.store(rms.to_bits(), Ordering::Relaxed);
+                    meter.add(if mu.load(Ordering::Relaxed) { 0.0 } else { rms });
                     let now_us = super::source::media_clock_us();
                     // Timestamp from a running 20 ms clock so RTP timestamps stay regular.
                     clock_us = if now_us.abs_diff(clock_us) > 200_000 {
@@ -884,6 +1119,7 @@ impl AudioSender {
                                 capture_us: clock_us,
                                 duration: Duration::from_millis(20),
                                 keyframe: true,
+                                rung: Rung::High,
                             });
                         }
                         Err(e) => warn!(error = %e, "opus encode failed"),
@@ -905,7 +1141,21 @@ impl AudioSender {
             muted,
             level,
             next_source,
+            processor,
+            sent_level,
         })
+    }
+
+    /// The level of what was sent (after processing; silence while muted) since the last call,
+    /// dBFS.
+    pub fn take_sent_level_dbfs(&self) -> f64 {
+        self.sent_level.take_dbfs()
+    }
+
+    /// Processes the microphone with `processor` (echo cancellation etc.; its far end is fed by
+    /// the mixer's render tap), or stops processing.
+    pub fn set_processor(&self, processor: Option<SharedProcessor>) {
+        *lock(&self.processor) = processor;
     }
 
     /// Switches to another microphone (see [`VideoSender::replace_source`]).
@@ -918,7 +1168,7 @@ impl AudioSender {
         self.muted.store(muted, Ordering::Relaxed);
     }
 
-    /// RMS level of the last captured 20 ms (before mute), for the UI's meter.
+    /// RMS level of the last captured 20 ms (after processing, before mute), for the UI's meter.
     pub fn level(&self) -> f32 {
         f32::from_bits(self.level.load(Ordering::Relaxed))
     }
@@ -1027,7 +1277,7 @@ mod tests {
     #[test]
     fn a_full_leg_drops_frames_and_asks_for_a_keyframe_without_blocking() {
         let f = SampleFanout::new(TrackSpec::unique("v", "s"), RtpCodecKind::Video);
-        f.take_keyframe_request();
+        f.take_keyframe_request(Rung::High);
         let (tx, mut rx) = mpsc::channel(LEG_QUEUE);
         let need_key = Arc::new(AtomicBool::new(false));
         lock(&f.legs).push(LegSlot {
@@ -1035,6 +1285,9 @@ mod tests {
             tx,
             need_key: need_key.clone(),
             report: Arc::default(),
+            ssrc: 1,
+            rung: Arc::new(AtomicU8::new(0)),
+            media_bytes: Arc::default(),
         });
         for i in 0..(LEG_QUEUE as u64 + 3) {
             f.publish(EncodedSample {
@@ -1042,15 +1295,16 @@ mod tests {
                 capture_us: i,
                 duration: Duration::from_millis(33),
                 keyframe: i == 0,
+                rung: Rung::High,
             });
         }
         assert_eq!(f.dropped.load(Ordering::Relaxed), 3);
         assert!(need_key.load(Ordering::Relaxed));
         assert!(
-            f.take_keyframe_request(),
+            f.take_keyframe_request(Rung::High),
             "one keyframe request for the overflow"
         );
-        assert!(!f.take_keyframe_request());
+        assert!(!f.take_keyframe_request(Rung::High));
         let mut got = 0;
         while rx.try_recv().is_ok() {
             got += 1;
@@ -1063,7 +1317,59 @@ mod tests {
             capture_us: 99,
             duration: Duration::from_millis(33),
             keyframe: true,
+            rung: Rung::High,
         });
         assert_eq!(f.ready_legs(), 0);
+    }
+
+    #[test]
+    fn each_leg_gets_only_its_rung_and_a_switch_waits_for_a_keyframe_of_the_new_one() {
+        let f = SampleFanout::new(TrackSpec::unique("v", "s"), RtpCodecKind::Video);
+        let mut rxs = Vec::new();
+        for id in [1u64, 2] {
+            let (tx, rx) = mpsc::channel(LEG_QUEUE);
+            lock(&f.legs).push(LegSlot {
+                id,
+                tx,
+                need_key: Arc::new(AtomicBool::new(false)),
+                report: Arc::default(),
+                ssrc: id as u32,
+                rung: Arc::new(AtomicU8::new(0)),
+                media_bytes: Arc::default(),
+            });
+            rxs.push(rx);
+        }
+        f.take_urgent_keyframe(Rung::High);
+        f.take_urgent_keyframe(Rung::Low);
+        f.set_leg_rung(2, Rung::Low);
+        assert!(
+            f.take_urgent_keyframe(Rung::Low),
+            "the low rung owes leg 2 a keyframe"
+        );
+        assert!(
+            lock(&f.legs)[1].need_key.load(Ordering::Relaxed),
+            "leg 2 restarts at a keyframe"
+        );
+        let sample = |rung, capture_us| EncodedSample {
+            data: Bytes::from_static(b"x"),
+            capture_us,
+            duration: Duration::from_millis(33),
+            keyframe: false,
+            rung,
+        };
+        f.publish(sample(Rung::High, 1));
+        f.publish(sample(Rung::Low, 2));
+        let got = |rx: &mut mpsc::Receiver<Arc<EncodedSample>>| {
+            let mut v = Vec::new();
+            while let Ok(s) = rx.try_recv() {
+                v.push(s.capture_us);
+            }
+            v
+        };
+        assert_eq!(got(&mut rxs[0]), vec![1]);
+        assert_eq!(got(&mut rxs[1]), vec![2]);
+        // Moving to the rung it is already on changes nothing.
+        f.set_leg_rung(1, Rung::High);
+        assert!(!f.take_urgent_keyframe(Rung::High));
     }
 }

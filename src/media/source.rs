@@ -63,4 +63,14 @@ pub trait AudioSink: Send {
     /// Queues samples for playout without blocking; returns how many were accepted (the sink
     /// drops the excess rather than growing without bound).
     fn play(&mut self, samples: &[f32]) -> Result<usize, MediaError>;
+    /// How much audio is queued and not yet played, for sinks with their own clock (a sound
+    /// card): the mixer then produces a block whenever the queue runs low instead of on its
+    /// own timer. `None` (the default) means "no clock": the mixer paces itself.
+    fn queued_ms(&mut self) -> Option<u32> {
+        None
+    }
+    /// How many times the device found the queue empty and played silence, since it opened.
+    fn underruns(&self) -> u64 {
+        0
+    }
 }

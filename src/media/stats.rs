@@ -1,4 +1,4 @@
-//! Per-track media statistics (issue 4 §7): one plain struct per direction that the UI's stats
+//! Per-track media statistics: one plain struct per direction that the UI's stats
 //! overlay and the headless peer both read. Pipelines update them about once a second.
 
 use serde::Serialize;
@@ -7,6 +7,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SendStats {
     pub frames_encoded: u64,
+    /// Keyframes among them (requested, coalesced, or the encoder's own).
+    pub keyframes: u64,
+    /// Keyframe requests (PLI/FIR) received from all receivers.
+    pub keyframe_requests: u64,
     /// Sum of encode times, for an average.
     pub encode_ms_total: f64,
     /// Frames sent per second over the last second.
@@ -24,6 +28,11 @@ pub struct SendStats {
     pub peers: usize,
     /// Sending half-size frames because of bandwidth pressure.
     pub scale_down: bool,
+    /// The second, half-size encoding for peers on weak links (`media::rungs`): its bitrate
+    /// and picture size while it runs, and how many peers receive it.
+    pub low_rung_bitrate_bps: Option<u32>,
+    pub low_rung_size: Option<(u32, u32)>,
+    pub legs_on_low_rung: usize,
     /// Why the source stopped, if it did.
     pub source_error: Option<String>,
 }
@@ -35,6 +44,12 @@ pub struct ReceiveStats {
     pub bytes: u64,
     /// Packets missing from the sequence (before NACK recovery).
     pub packets_lost: u64,
+    /// Packets that filled a gap in time to be used (NACK retransmissions, reordering).
+    pub packets_repaired: u64,
+    /// Packets that arrived after their frame had been given up or released (useless).
+    pub late_packets: u64,
+    /// Frames given up as lost (the decoder then waits for a keyframe).
+    pub frames_lost: u64,
     pub frames_assembled: u64,
     pub frames_decoded: u64,
     /// Frames replaced in the display slot before anyone looked (latest-frame-wins).
@@ -51,6 +66,9 @@ pub struct ReceiveStats {
     /// Capture → decoded latency of the last stamped frame (synthetic senders in this process
     /// or with a shared clock), µs.
     pub last_latency_us: Option<u64>,
+    /// The pipeline stopped on an internal error (a bug, not bad input: that is dropped and
+    /// counted). The stream is dead until the peer's track is renegotiated; the UI says so.
+    pub failed: Option<String>,
 }
 
 impl ReceiveStats {

@@ -1,4 +1,4 @@
-//! Synthetic sources (M2): first-class sources for machines without a camera or microphone, and
+//! Synthetic sources: first-class sources for machines without a camera or microphone, and
 //! the ground truth of tests and benchmarks.
 //!
 //! Video: a moving test pattern (diagonal luma ramp, a bouncing box, slowly cycling colour) with
@@ -130,7 +130,7 @@ impl SyntheticVideoSource {
 
 /// Sleeps until the next tick of a fixed cadence; after a stall it restarts the cadence rather
 /// than bursting to catch up.
-fn pace(next: &mut Option<std::time::Instant>, interval: std::time::Duration) {
+pub(crate) fn pace(next: &mut Option<std::time::Instant>, interval: std::time::Duration) {
     let now = std::time::Instant::now();
     match *next {
         Some(t) if t > now => {

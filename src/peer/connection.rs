@@ -1,4 +1,4 @@
-//! One RTCPeerConnection and its negotiation engine, as an actor (K1–K4).
+//! One RTCPeerConnection and its negotiation engine, as an actor.
 //!
 //! Every mutation of the PeerConnection happens on this task, in arrival order: inbound
 //! signals, local negotiation, data-channel and track requests, ICE restarts. The
@@ -14,9 +14,14 @@ use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::interceptor::{
-    Attribute, Interceptor, Packet as InterceptorPacket, Slot, StreamInfo, TaggedPacket,
+    Attribute, Interceptor, NackGeneratorBuilder, NackResponderBuilder,
+    Packet as InterceptorPacket, ReceiverReportBuilder, SenderReportBuilder, Slot, StreamInfo,
+    TaggedPacket,
 };
 use rtc::peer_connection::configuration::RTCOfferOptions;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -32,7 +37,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCIceGatheringState,
     RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, SettingEngineBuilder, register_default_interceptors,
+    Registry, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -70,7 +75,7 @@ pub(crate) enum Command {
         track_id: String,
         reply: oneshot::Sender<Result<(), PeerError>>,
     },
-    /// Swap the sender's track without renegotiation (K1 `replace_track`).
+    /// Swap the sender's track without renegotiation (the SDK's `replace_track`).
     ReplaceTrack {
         old_track_id: String,
         track: Arc<dyn TrackLocal>,
@@ -204,19 +209,90 @@ impl PeerConnectionEventHandler for Forwarder {
     }
 }
 
+/// How often the receiver asks again for packets still missing. The default (100 ms) makes a
+/// retransmission arrive after the receiver has given the frame up; 20 ms asks within about a
+/// frame interval, and the receiver holds a hole for roughly one round trip plus a few of these
+/// intervals (see `media::assembler`). Each missing packet is asked for at most
+/// [`NACK_MAX_PER_PACKET`] times, so a packet that will never come costs a bounded amount.
+const NACK_INTERVAL: Duration = Duration::from_millis(20);
+const NACK_MAX_PER_PACKET: u16 = 10;
+/// Packets the receiver tracks for NACK, and the sender keeps for retransmission (powers of
+/// two): about 2.5 s of 720p at 1.5 Mbit/s, so a keyframe's packets are still there when asked.
+const NACK_RECEIVE_LOG: u16 = 1024;
+const NACK_SEND_HISTORY: u16 = 1024;
+/// SRTP replay window in packets. A retransmitted packet carries its original sequence number;
+/// with the default window (64) a packet lost early in a keyframe (50–100 packets at 720p) is
+/// already outside the window when its retransmission arrives and is dropped as a replay.
+const SRTP_REPLAY_WINDOW: usize = 1024;
+
+/// How often we report reception to each sender. Four a second (the default is one) lets a
+/// sender on a saturated link cut its rate within a few hundred milliseconds; a report is
+/// ~50 bytes per stream.
+const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The interceptor chain: NACK (tuned as above), RTCP sender/receiver reports, the TWCC receiver
+/// (so a browser sending to us can estimate bandwidth), RTX unwrapping and the keyframe tap. This is
+/// `register_default_interceptors` with the NACK and receiver-report timing changed.
+fn interceptors(me: &mut MediaEngine) -> Result<Registry, rtc::shared::error::Error> {
+    let registry = Registry::new()
+        .with(
+            Slot::NackResponder,
+            NackResponderBuilder::new()
+                .with_size(NACK_SEND_HISTORY)
+                .build(),
+        )
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_size(NACK_RECEIVE_LOG)
+                .with_interval(NACK_INTERVAL)
+                .with_max_nacks_per_packet(NACK_MAX_PER_PACKET)
+                .build(),
+        );
+    configure_simulcast_extension_headers(me)?;
+    let registry = configure_twcc_receiver_only(registry, me)?;
+    Ok(registry
+        .with(
+            Slot::ReceiverReport,
+            ReceiverReportBuilder::new()
+                .with_interval(RECEIVER_REPORT_INTERVAL)
+                .build(),
+        )
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(
+            Slot::from(super::rtx::RTX_UNWRAP_SLOT),
+            super::rtx::RtxUnwrap::default(),
+        )
+        .with(Slot::from(KEYFRAME_TAP_SLOT), KeyframeTap::default()))
+}
+
 /// Where the keyframe tap sits in the interceptor chain: past every built-in slot, so it sees
 /// inbound RTCP after the NACK/report interceptors have taken what they need.
 const KEYFRAME_TAP_SLOT: usize = 14_000;
 
 /// Marks inbound PLI/FIR packets for delivery to the application. webrtc-rs 0.21 swallows all
 /// RTCP at the end of the chain otherwise, so a sender would never learn that a receiver needs a
-/// keyframe (research: webrtc-0.21.md §6). The marked packets arrive on the local track's
+/// keyframe. The marked packets arrive on the local track's
 /// `poll()` as `TrackLocalEvent::OnRtcpPacket`.
 #[derive(Default)]
 struct KeyframeTap {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    /// The SSRCs we send on this connection: report blocks about anything else are ignored, so
+    /// a peer cannot fill the process-wide feedback table or pose as another connection's
+    /// receiver.
+    local: std::collections::HashSet<u32>,
+    /// Report blocks recorded in the current second (and when it started): a peer flooding
+    /// reports is cut off at [`REPORT_BLOCKS_PER_SEC`] instead of hammering the shared table.
+    budget: (Option<Instant>, u32),
+    /// Report blocks ignored for being over the budget.
+    dropped_blocks: u64,
 }
+
+/// Report blocks per second one connection may feed the rate controller: a receiver reports
+/// each of our streams every 250 ms to 1 s (more with a browser's NACK-triggered reports), and
+/// at most `MAX_REMOTE_TRACKS` streams go to one peer.
+const REPORT_BLOCKS_PER_SEC: u32 = 200;
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
     type Rout = TaggedPacket;
@@ -236,8 +312,27 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
                 } else {
                     continue;
                 };
-                for b in blocks {
-                    super::feedback::record(b.ssrc, b.fraction_lost, b.total_lost, b.jitter, now);
+                for b in blocks.iter().filter(|b| self.local.contains(&b.ssrc)) {
+                    let (start, used) = &mut self.budget;
+                    if start
+                        .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1))
+                    {
+                        *start = Some(now);
+                        *used = 0;
+                    }
+                    if *used >= REPORT_BLOCKS_PER_SEC {
+                        self.dropped_blocks += 1;
+                        continue;
+                    }
+                    *used += 1;
+                    super::feedback::record(
+                        b.ssrc,
+                        b.fraction_lost,
+                        b.total_lost,
+                        b.last_sequence_number,
+                        b.jitter,
+                        now,
+                    );
                 }
             }
             if packets.iter().any(|p| {
@@ -265,8 +360,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
 }
 
 impl Interceptor for KeyframeTap {
-    fn bind_local_stream(&mut self, _: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _: &StreamInfo) {}
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.local.insert(info.ssrc);
+    }
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.local.remove(&info.ssrc);
+    }
     fn bind_remote_stream(&mut self, _: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _: &StreamInfo) {}
 }
@@ -294,7 +393,7 @@ fn rtc_err(e: impl std::fmt::Display) -> PeerError {
     PeerError::WebRtc(scrub(&e.to_string()))
 }
 
-/// Registers exactly the codecs the media layer speaks (M1): Opus, and H.264 constrained
+/// Registers exactly the codecs the media layer speaks: Opus, and H.264 constrained
 /// baseline with packetization-mode 1 (the profile OpenH264 emits, plus 42001f which decodes the
 /// same). Offering VP8/VP9/AV1 would let a browser pick a codec nothing here can decode.
 fn register_call_codecs(me: &mut MediaEngine) -> Result<(), webrtc::error::Error> {
@@ -328,7 +427,9 @@ fn register_call_codecs(me: &mut MediaEngine) -> Result<(), webrtc::error::Error
         })
         .collect::<Vec<_>>()
     };
-    for (pt, profile) in [(125u8, "42e01f"), (102, "42001f")] {
+    // Each H.264 payload type with its RTX payload type (RFC 4588), as Chromium offers them:
+    // retransmissions then travel on their own SSRC (see `super::rtx`).
+    for (pt, profile, rtx_pt) in [(125u8, "42e01f", 107u8), (102, "42001f", 103)] {
         me.register_codec(
             RTCRtpCodecParameters {
                 rtp_codec: RTCRtpCodec {
@@ -341,6 +442,19 @@ fn register_call_codecs(me: &mut MediaEngine) -> Result<(), webrtc::error::Error
                     rtcp_feedback: feedback(),
                 },
                 payload_type: pt,
+            },
+            RtpCodecKind::Video,
+        )?;
+        me.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "video/rtx".into(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={pt}"),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: rtx_pt,
             },
             RtpCodecKind::Video,
         )?;
@@ -367,6 +481,7 @@ async fn build_pc(
         // role". Answering passive is consistent in every order: a browser answering our offer
         // picks active, so we are always the server towards it.
         .with_answering_dtls_role(rtc::peer_connection::transport::RTCDtlsRole::Server)
+        .with_srtp_replay_protection_window(SRTP_REPLAY_WINDOW)
         .with_ice_timeouts(
             Some(settings.ice_disconnected),
             Some(settings.ice_failed),
@@ -375,9 +490,7 @@ async fn build_pc(
         .build();
     let mut me = MediaEngine::default();
     register_call_codecs(&mut me).map_err(rtc_err)?;
-    let registry = register_default_interceptors(Registry::new(), &mut me)
-        .map_err(rtc_err)?
-        .with(Slot::from(KEYFRAME_TAP_SLOT), KeyframeTap::default());
+    let registry = interceptors(&mut me).map_err(rtc_err)?;
     let servers: Vec<RTCIceServer> = ice_servers
         .iter()
         .map(|s| RTCIceServer {
@@ -1042,5 +1155,77 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::interceptor::AttributedPacket;
+    use rtc::rtcp::reception_report::ReceptionReport;
+    use rtc::shared::TransportContext;
+
+    fn rr(ssrcs: impl Iterator<Item = u32>) -> TaggedPacket {
+        let reports = ssrcs
+            .map(|ssrc| ReceptionReport {
+                ssrc,
+                fraction_lost: 255,
+                ..Default::default()
+            })
+            .collect();
+        TaggedPacket {
+            now: Instant::now(),
+            transport: TransportContext::default(),
+            message: AttributedPacket::new(InterceptorPacket::Rtcp(vec![Box::new(
+                ReceiverReport {
+                    ssrc: 1,
+                    reports,
+                    ..Default::default()
+                },
+            )])),
+        }
+    }
+
+    #[test]
+    fn the_tap_records_reports_only_about_our_own_streams() {
+        // A peer sends report blocks about thousands of SSRCs that are not ours: they must not
+        // crowd out (or pose as) the reports about streams we actually send.
+        let mut tap = KeyframeTap::default();
+        tap.bind_local_stream(&StreamInfo {
+            ssrc: 0x5eed_0001,
+            ..Default::default()
+        });
+        tap.handle_read(rr((0x7000_0000..0x7000_2000).chain([0x5eed_0001])))
+            .expect("read");
+        assert!(tap.poll_read().is_some(), "the packet still goes on");
+        assert!(super::super::feedback::latest(0x5eed_0001).is_some());
+        assert_eq!(super::super::feedback::latest(0x7000_0010), None);
+        tap.unbind_local_stream(&StreamInfo {
+            ssrc: 0x5eed_0001,
+            ..Default::default()
+        });
+        tap.handle_read(rr([0x5eed_0002].into_iter()))
+            .expect("read");
+        assert_eq!(super::super::feedback::latest(0x5eed_0002), None);
+    }
+
+    #[test]
+    fn a_peer_flooding_reports_is_cut_off_per_second() {
+        let mut tap = KeyframeTap::default();
+        tap.bind_local_stream(&StreamInfo {
+            ssrc: 0x5eed_0003,
+            ..Default::default()
+        });
+        for _ in 0..1_000 {
+            tap.handle_read(rr([0x5eed_0003].into_iter()))
+                .expect("read");
+            let _ = tap.poll_read();
+        }
+        assert!(super::super::feedback::latest(0x5eed_0003).is_some());
+        assert_eq!(
+            tap.dropped_blocks,
+            1_000 - u64::from(REPORT_BLOCKS_PER_SEC),
+            "only the per-second budget is recorded"
+        );
     }
 }

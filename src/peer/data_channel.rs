@@ -1,4 +1,4 @@
-//! The DataChannel wrapper (sdk.md §9): an ordered send queue with backpressure and an event
+//! The DataChannel wrapper: an ordered send queue with backpressure and an event
 //! stream. Sends go out strictly in call order from one task; each `send` resolves when SCTP
 //! has taken the bytes. The PeerConnection is built with a 1 MiB per-channel send buffer, so a
 //! send waits while more than that is in flight; the low-water mark is half of it. More than

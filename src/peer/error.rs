@@ -1,4 +1,4 @@
-//! Errors of the peer layer (sdk.md §11). Messages never contain credentials, SDP or payloads.
+//! Errors of the peer layer. Messages never contain credentials, SDP or payloads.
 
 use thiserror::Error;
 
@@ -42,9 +42,9 @@ pub enum PeerError {
 pub enum PeerEventError {
     /// A terminal condition the app should react to with `close()` and a new MeteredPeer.
     Fatal { code: Option<u16>, message: String },
-    /// Reconcile did not complete within the deadline and forced resubscribes (K5).
+    /// Reconcile did not complete within the deadline and forced resubscribes.
     ReconcileTimeout,
-    /// The ICE-restart ladder for one peer is spent; it stays `reconnecting` (K4).
+    /// The ICE-restart ladder for one peer is spent; it stays `reconnecting`.
     IceRecoveryExhausted { peer: String, attempts: u32 },
     /// The token provider failed repeatedly.
     TokenProvider {
@@ -53,8 +53,7 @@ pub enum PeerEventError {
     },
 }
 
-/// Drops query credentials and SDP secrets from a message before it is shown or logged
-/// (sdk.md §10.2).
+/// Drops query credentials and SDP secrets from a message before it is shown or logged.
 pub fn scrub(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;

@@ -1,4 +1,4 @@
-//! Public event streams (K1): bounded broadcast channels. Every subscriber gets every event; a
+//! Public event streams: bounded broadcast channels. Every subscriber gets every event; a
 //! subscriber that falls more than the capacity behind is told how many it missed instead of
 //! silently losing them.
 

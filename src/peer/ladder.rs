@@ -1,4 +1,4 @@
-//! The ICE-restart ladder (K4, sdk.md §7): on `failed`, restart ICE after 0/1/2/4/8/16/30/30/30 s,
+//! The ICE-restart ladder: on `failed`, restart ICE after 0/1/2/4/8/16/30/30/30 s,
 //! each attempt probed for 15 s; when the schedule is spent, report exhaustion exactly once and
 //! stay `reconnecting`. Reaching `connected` resets everything. Pure: time is an argument.
 

@@ -3,7 +3,8 @@
 //! webrtc-rs 0.21 binds a `TrackLocal` to exactly one PeerConnection (a second `add_track` of the
 //! same object silently rebinds it), so a track sent to a mesh needs one *leg* per connection.
 //! [`LocalMedia`] is what the SDK asks for a leg every time it (re)builds a connection to a peer;
-//! the media layer implements it so that one encoder feeds every leg (M1: never encode per peer).
+//! the media layer implements it so that one encoder feeds every leg (encoding once per
+//! peer would multiply the CPU cost by the number of peers).
 //! A plain `TrackLocal` still works through [`FixedTrack`] for single-peer use and tests.
 
 use std::sync::Arc;

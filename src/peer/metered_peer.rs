@@ -1,4 +1,4 @@
-//! MeteredPeer (K1, sdk.md §4 and §8): one signalling connection, one channel, one RemotePeer
+//! MeteredPeer: one signalling connection, one channel, one RemotePeer
 //! per other member (full mesh), local media fanned out to current and future peers, and the
 //! identity-preserving reconcile after a signalling drop.
 //!
@@ -78,7 +78,7 @@ pub struct LeftEvent {
     pub reason: String,
 }
 
-/// Uncorrelated server error codes that are fatal for a MeteredPeer (sdk.md §4.11).
+/// Uncorrelated server error codes that are fatal for a MeteredPeer, as in the official SDKs.
 const FATAL_ERROR_CODES: [&str; 5] = [
     "account_suspended",
     "channel_not_authorized",
@@ -207,7 +207,7 @@ impl MeteredPeer {
     pub fn on_data(&self) -> EventStream<DataEvent> {
         self.inner.ev.data.subscribe()
     }
-    /// Fatal errors and reconcile timeouts (sdk.md §4.11).
+    /// Fatal errors and reconcile timeouts.
     pub fn errors(&self) -> EventStream<PeerEventError> {
         self.inner.ev.errors.subscribe()
     }
@@ -361,10 +361,10 @@ impl MeteredPeer {
         Ok(())
     }
 
-    /// Adds a local track for every current and future peer. `metadata` (e.g.
-    /// `{"role":"screen"}`) is sent to each peer before the track's media (K6). A raw
-    /// `TrackLocal` binds to one connection at a time; for a mesh use [`Self::add_media`] with
-    /// the media layer's senders.
+    /// Adds a local track for every current and future peer. `metadata` (e.g. `{"role":"screen"}`)
+    /// is sent to each peer before the track's media, so the receiver can label it. A raw
+    /// `TrackLocal` binds to one connection at a time; for a mesh use [`Self::add_media`] with the
+    /// media layer's senders.
     pub async fn add_track(
         &self,
         track: Arc<dyn TrackLocal>,

@@ -1,9 +1,9 @@
-//! Perfect-negotiation decisions (K2, K3), as pure functions and timers with time passed in.
+//! Perfect-negotiation decisions, as pure functions and timers with time passed in.
 //! The connection actor asks these what to do; it never decides inline.
 
 use std::time::{Duration, Instant};
 
-/// K2: the polite side is the one whose peer id sorts first, comparing bytes. Peer ids are
+/// The polite side is the one whose peer id sorts first, comparing bytes. Peer ids are
 /// printable ASCII, so this agrees with JS (UTF-16) and Python (code points).
 pub fn is_polite(local_id: &str, remote_id: &str) -> bool {
     local_id.as_bytes() < remote_id.as_bytes()
@@ -39,7 +39,9 @@ pub fn accept_answer(have_local_offer: bool) -> bool {
     have_local_offer
 }
 
-/// The two watchdogs the official SDKs lack (K3).
+/// The two watchdogs the official SDKs lack: an offer left unanswered is withdrawn and re-made,
+/// and ICE stuck in `new`/`checking` after signalling settles is restarted (this also rescues a
+/// stalled Chromium peer).
 #[derive(Debug, Clone)]
 pub struct Watchdogs {
     pub offer_timeout: Duration,

@@ -1,4 +1,4 @@
-//! Reconcile after a signalling reconnect (K5, sdk.md §8.2): compare the peers we know with the
+//! Reconcile after a signalling reconnect: compare the peers we know with the
 //! first presence snapshot and decide who left, who survived (keep the RemotePeer, swap its
 //! connection, refresh metadata) and who is new. Pure.
 

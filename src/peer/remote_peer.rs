@@ -1,6 +1,6 @@
-//! RemotePeer (K1, sdk.md §5): a stable per-member object whose connection can be swapped
+//! RemotePeer: a stable per-member object whose connection can be swapped
 //! underneath it (reconcile), with its own state machine (flicker filter), stream accounting
-//! per connection generation, and inbound track-metadata resolution (K6).
+//! per connection generation, and inbound track-metadata resolution.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, warn};
 use webrtc::data_channel::RTCDataChannelInit;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::PeerConnection;
@@ -105,8 +105,8 @@ impl MetaCache {
         self.map.insert(m.track_id.clone(), m);
     }
 
-    /// K6 resolution order: msid track id of this m-section (by mid) → the track's own id →
-    /// stream id + kind among entries not claimed by another m-section.
+    /// Resolution order (the Python SDK's): msid track id of this m-section (by mid) → the track's
+    /// own id → stream id + kind among entries not claimed by another m-section.
     fn resolve(
         &self,
         mid: Option<&str>,
@@ -152,6 +152,13 @@ pub(crate) struct Emitters {
     pub(crate) errors: Emitter<PeerEventError>,
 }
 
+/// Remote tracks accepted per peer connection: a camera, a screen share and their audio leave
+/// plenty of room. Each accepted video track costs a decoder and a thread in the app, so a peer
+/// offering hundreds must not get them; the excess is refused with a negotiation error.
+pub const MAX_REMOTE_TRACKS: usize = 16;
+/// Data channels a remote peer may open towards us per connection (each costs two tasks).
+pub const MAX_REMOTE_DATA_CHANNELS: usize = 32;
+
 pub(crate) struct RemoteInner {
     id: String,
     polite: AtomicBool,
@@ -165,6 +172,8 @@ pub(crate) struct RemoteInner {
     streams: Mutex<StreamAccounting>,
     /// Data channels the remote opened on the current connection (cleared on swap and close).
     channels: Mutex<Vec<DataChannel>>,
+    /// Remote tracks accepted and still running (see [`MAX_REMOTE_TRACKS`]).
+    live_tracks: std::sync::atomic::AtomicUsize,
     /// Drops this peer's UDP traffic while closed (troubleshooting), across generations.
     pub(crate) gate: Arc<NetworkGate>,
     pub(crate) ev: Emitters,
@@ -220,6 +229,7 @@ impl RemotePeer {
             }),
             streams: Mutex::new(StreamAccounting::default()),
             channels: Mutex::new(Vec::new()),
+            live_tracks: std::sync::atomic::AtomicUsize::new(0),
             gate: Arc::new(NetworkGate::default()),
             ev: Emitters {
                 state: Emitter::new(capacity),
@@ -505,6 +515,16 @@ impl RemotePeer {
                     }
                 }
                 ConnEvent::DataChannel(raw) => {
+                    let open = self.inner.channels.lock().map_or(0, |c| c.len());
+                    if open >= MAX_REMOTE_DATA_CHANNELS {
+                        let label = raw.label().await.unwrap_or_default();
+                        warn!(peer = %self.inner.id, "refusing data channel beyond the cap of {MAX_REMOTE_DATA_CHANNELS}");
+                        let _ = raw.close().await;
+                        self.inner.ev.negotiation_errors.emit(format!(
+                            "data channel {label:?} refused: the peer already has {MAX_REMOTE_DATA_CHANNELS} open"
+                        ));
+                        continue;
+                    }
                     let dc = DataChannel::wrap(raw).await;
                     if let Ok(mut c) = self.inner.channels.lock() {
                         c.push(dc.clone());
@@ -546,6 +566,23 @@ impl RemotePeer {
         mid: Option<String>,
     ) {
         let track_id = raw.track_id().await.to_string();
+        let live = &self.inner.live_tracks;
+        if live.load(Ordering::Relaxed) >= MAX_REMOTE_TRACKS {
+            warn!(peer = %self.inner.id, "refusing a remote track beyond the cap of {MAX_REMOTE_TRACKS}");
+            self.inner.ev.negotiation_errors.emit(format!(
+                "track {track_id:?} refused: the peer already sends {MAX_REMOTE_TRACKS}"
+            ));
+            // Drain it without a consumer, so the connection's buffers never back up.
+            tokio::spawn(async move {
+                while let Some(ev) = raw.poll().await {
+                    if matches!(ev, TrackRemoteEvent::OnEnded) {
+                        break;
+                    }
+                }
+            });
+            return;
+        }
+        live.fetch_add(1, Ordering::Relaxed);
         let stream_id = {
             let s = raw.stream_id().await.to_string();
             (!s.is_empty() && s != "-").then_some(s)
@@ -616,6 +653,7 @@ impl RemotePeer {
             if dropped > 0 {
                 debug!(peer = %me.inner.id, dropped, "RTP packets dropped for lack of a consumer");
             }
+            me.inner.live_tracks.fetch_sub(1, Ordering::Relaxed);
             me.track_ended(generation, stream_id, &track_id);
         });
     }

@@ -1,4 +1,4 @@
-//! A webrtc-rs runtime whose sleeps are capped (decision M3b, field guide §2).
+//! A webrtc-rs runtime whose sleeps are capped.
 //!
 //! webrtc 0.21's driver only flushes DTLS/SCTP/DCEP flights produced by internal state changes
 //! when its timer fires, and the next timer is often the 200 ms ICE tick: connection setup then

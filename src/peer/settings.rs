@@ -1,5 +1,6 @@
 //! Tunables of the peer layer. Defaults follow the official SDKs and our decisions; tests shrink
-//! the timers. `loopback_only()` is the network-safety setting every test uses (T1).
+//! the timers. `loopback_only()` is the network-safety setting every test uses: ICE checks
+//! would otherwise reach every local interface address.
 
 use std::time::Duration;
 
@@ -10,13 +11,16 @@ pub struct PeerSettings {
     /// UDP sockets ICE binds; its host candidates are exactly these sockets' addresses.
     /// `0.0.0.0:0` (one socket per usable interface) in production, `127.0.0.1:0` for tests.
     pub udp_bind: Vec<String>,
-    /// Cap on the WebRTC driver's sleeps (M3b). Zero disables.
+    /// Cap on the WebRTC driver's sleeps, so queued handshake packets go out at once (see
+    /// [`super::runtime`]). Zero disables.
     pub driver_clamp: Duration,
     /// ICE: `disconnected` after this much silence, `failed` after `ice_failed` more.
     pub ice_disconnected: Duration,
     pub ice_failed: Duration,
     pub ice_keepalive: Duration,
-    /// K3 watchdogs.
+    /// Negotiation watchdogs (with `stuck_ice_timeout` below): an offer unanswered this long is
+    /// withdrawn and re-made; ICE still `new`/`checking` that long after signalling settles is
+    /// restarted.
     pub offer_timeout: Duration,
     /// The impolite side holds its first offer this long after the connection is created, so
     /// that a polite peer which offers at once (the JS SDK does, with its own tracks and
@@ -24,13 +28,15 @@ pub struct PeerSettings {
     /// saves a rollback round and sidesteps the JS SDK's glare race (README, interop).
     pub impolite_offer_delay: Duration,
     pub stuck_ice_timeout: Duration,
-    /// K4 ladder.
+    /// ICE-restart ladder after `failed`: the wait before each attempt, and how long each attempt
+    /// is given to succeed.
     pub ladder_schedule: Vec<Duration>,
     pub ladder_probe: Duration,
-    /// K5 reconcile.
+    /// Reconcile after a signalling reconnect: how long to wait for the channel's snapshot, and
+    /// how many forced re-subscribes before giving up with `ReconcileTimeout`.
     pub reconcile_deadline: Duration,
     pub max_forced_resubscribes: u32,
-    /// sdk.md §4.5: remote peers tracked per channel.
+    /// Remote peers tracked per channel, a cap against hostile presence floods.
     pub max_remote_peers: usize,
     /// Per data channel: SCTP bytes in flight before `send` waits (backpressure).
     pub data_channel_send_buffer: usize,

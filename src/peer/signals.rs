@@ -1,16 +1,16 @@
 //! The WebRTC envelopes that ride `send`/`direct` frames, and the bits of SDP the SDK reads.
 //! Pure: parse and build JSON values; no PeerConnection in sight.
 //!
-//! Shapes must match the official SDKs byte for byte (sdk.md §6.2, §4.10):
+//! Shapes must match the official SDKs byte for byte:
 //! `{"type":"rtc-description","description":{"type":"offer"|"answer","sdp":…}}`,
 //! `{"type":"rtc-ice","candidate":{candidate,sdpMid,sdpMLineIndex,usernameFragment}|null}`,
 //! `{"__meteredTrackMeta":{"trackId","metadata"?,"kind"?,"streamId"?}}`.
 
 use serde_json::{Map, Value, json};
 
-/// Longest inbound candidate string accepted (K4).
+/// Longest inbound candidate string accepted (a cap against candidate floods).
 pub const MAX_CANDIDATE_LEN: usize = 1000;
-/// Inbound candidates accepted per remote description (K4).
+/// Inbound candidates accepted per remote description (a cap against candidate floods).
 pub const MAX_CANDIDATES_PER_DESCRIPTION: usize = 200;
 /// Longest id (stream, track, kind, ufrag) taken from a peer.
 pub const MAX_ID_LEN: usize = 256;
@@ -41,7 +41,7 @@ pub struct Candidate {
     pub username_fragment: Option<String>,
 }
 
-/// Track metadata as sent before the track's media (K6).
+/// Track metadata as sent before the track's media.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackMeta {
     pub track_id: String,
@@ -51,7 +51,8 @@ pub struct TrackMeta {
     pub stream_id: Option<String>,
 }
 
-/// What a `direct` frame's `data` turned out to be (sdk.md §4.8, in priority order).
+/// What a `direct` frame's `data` turned out to be, in the priority order the official SDKs
+/// classify it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DirectPayload {
     Description {

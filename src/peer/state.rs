@@ -1,5 +1,5 @@
-//! RemotePeer connection state (K1) and the mapping from the PeerConnection's own state, with
-//! the flicker filter of sdk.md §5.3: while `Reconnecting`, a `Connecting` is swallowed, so users
+//! RemotePeer connection state and the mapping from the PeerConnection's own state, with
+//! the official SDKs' flicker filter: while `Reconnecting`, a `Connecting` is swallowed, so users
 //! see `connected → reconnecting → connected`, never `… → connecting → …`.
 
 use serde::Serialize;

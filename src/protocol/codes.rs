@@ -1,5 +1,5 @@
 //! Wire error codes (`error.code`) and WebSocket close codes, as enums so that a typo cannot reach
-//! the wire. Lists follow `protocol.md` §10 and §11.
+//! the wire. The lists are the codes Metered documents.
 
 use std::fmt;
 

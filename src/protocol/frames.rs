@@ -12,7 +12,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::codes::ErrorCode;
-use super::validate::check_request_id;
+use super::validate::{MAX_DATA_DEPTH, check_request_id, json_deeper_than};
 
 /// A frame a client sent, after structural checks. Field *contents* (channel rules, peer id
 /// rules, permissions) are checked by the hub, in the documented precedence order.
@@ -137,6 +137,12 @@ pub struct FrameError {
 }
 
 impl FrameError {
+    /// Stands in for a frame too big to be worth parsing (the hub closes with 1009 before it
+    /// would look at this).
+    pub fn oversize() -> Self {
+        FrameError::new(ErrorCode::MalformedMessage, None, "frame too big")
+    }
+
     fn new(code: ErrorCode, request_id: Option<String>, message: &'static str) -> Self {
         FrameError {
             code,
@@ -215,6 +221,17 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             "channel must be a string",
         )),
     };
+    if env
+        .data
+        .as_ref()
+        .is_some_and(|d| json_deeper_than(d.get(), MAX_DATA_DEPTH))
+    {
+        return Err(FrameError::new(
+            ErrorCode::MalformedMessage,
+            request_id,
+            "data is nested deeper than 64 levels",
+        ));
+    }
     match kind.as_ref() {
         "subscribe" => {
             let (channel, request_id) = channel(request_id, env.channel)?;
@@ -561,6 +578,30 @@ mod tests {
             }
             .to_json(),
             r#"{"type":"pong","requestId":"p"}"#
+        );
+    }
+
+    #[test]
+    fn data_nested_too_deep_is_refused_and_strings_do_not_count() {
+        let nested = |n: usize| {
+            format!(
+                r#"{{"type":"publish","channel":"c","requestId":"r","data":{}{}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        assert!(parse_client_frame(&nested(64)).is_ok());
+        let e = parse_client_frame(&nested(65)).expect_err("too deep");
+        assert_eq!(e.code, ErrorCode::MalformedMessage);
+        assert_eq!(e.request_id.as_deref(), Some("r"));
+        let in_string = format!(
+            r#"{{"type":"send","to":"b","data":"{}\"{}"}}"#,
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert!(
+            parse_client_frame(&in_string).is_ok(),
+            "brackets inside strings"
         );
     }
 

@@ -1,6 +1,6 @@
 //! The Metered Realtime Messaging wire protocol: frames, validation, error and close codes.
 //!
-//! Pure: no IO, no clocks. Both the server and (later) the client SDK build on it, so the wire
+//! Pure: no IO, no clocks. Both the server and the client SDK build on it, so the wire
 //! rules live in exactly one place.
 
 pub mod codes;

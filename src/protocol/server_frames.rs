@@ -1,9 +1,9 @@
 //! The client side of the wire: a strict parser for server → client frames.
 //!
-//! The acceptance rules are the official browser SDK's (`js-sdk.md` §2), the strictest of the
+//! The acceptance rules are the official browser SDK's, the strictest of the
 //! official clients, with the Python SDK's extra checks (`maxMessageSize > 0`, `retryAfterMs`
 //! clamped). A frame that breaks them is refused as a whole: the caller logs and drops it, the
-//! connection stays up (`sdk.md` §2.2). Keeping the rules here, beside the client-frame parser,
+//! connection stays up. Keeping the rules here, beside the client-frame parser,
 //! means the server's own tests and the SDK agree on one definition of "well-formed".
 //!
 //! Pure: no IO, no clock. Never panics on any input (property-tested below).
@@ -31,7 +31,7 @@ pub enum ServerFrameIn {
         expires_at: Option<u64>,
         max_message_size: usize,
         /// The JWT's private `metadata` claim, passed through untouched (`null` reads as absent).
-        /// Not checked here: a non-object only voids the ICE-server list (`sdk.md` §10.1).
+        /// Not checked here: a non-object only voids the ICE-server list.
         metadata: Option<Value>,
     },
     Ack {
@@ -84,7 +84,7 @@ impl ServerFrameIn {
 }
 
 /// Why a server frame was refused. Carries no frame content: it goes to logs, and payloads can
-/// hold personal data or credentials (`sdk.md` §10.2).
+/// hold personal data or credentials.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("malformed server frame (type {frame_type}): {reason}")]
 pub struct ServerFrameError {
@@ -150,7 +150,7 @@ pub fn parse_server_frame(text: &str) -> Result<ServerFrameIn, ServerFrameError>
             },
         }),
         // New server frame types must not break old clients: refused here, logged and dropped
-        // by the caller (protocol.md §5.8).
+        // by the caller, as the official SDKs do.
         _ => Err(bad("unknown", "unknown type")),
     }
 }

@@ -1,6 +1,6 @@
-//! Field validation shared by the server, the auth layer and (later) the client.
+//! Field validation shared by the server, the auth layer and the client.
 //!
-//! The limits follow `protocol.md` §9 and §12. Where the documentation says *bytes* and the SDKs
+//! The limits are the ones Metered documents. Where the documentation says *bytes* and the SDKs
 //! say *characters* we count bytes: a value that passes here passes both readings.
 
 use thiserror::Error;
@@ -11,6 +11,11 @@ pub const MAX_CHANNEL_LEN: usize = 256;
 pub const MAX_PEER_ID_LEN: usize = 128;
 /// Longest request id, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
+/// Deepest nesting of arrays and objects allowed in a message's `data`. Clients parse what the
+/// server forwards with ordinary JSON parsers, several of which stop at 128 levels (serde_json)
+/// or overflow their stack far below what one 64 KiB frame can hold; the server must not relay
+/// a frame that makes the receivers fail.
+pub const MAX_DATA_DEPTH: usize = 64;
 /// Channel prefixes reserved for the service, matched case-insensitively.
 pub const RESERVED_PREFIXES: [&str; 3] = ["_metered/", "_internal/", "_system/"];
 
@@ -66,6 +71,37 @@ pub fn check_peer_id(peer_id: &str) -> Result<(), FieldError> {
         return Err(FieldError::InvalidPeerId);
     }
     Ok(())
+}
+
+/// Whether already-valid JSON text nests arrays/objects deeper than `max` (strings are skipped,
+/// escapes included). Linear, no recursion.
+pub fn json_deeper_than(json: &str, max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Request ids: 1–128 bytes, no control characters.

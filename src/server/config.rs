@@ -67,12 +67,22 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-/// Credentials invented in dev mode, printed once at start.
-#[derive(Debug)]
+/// Credentials invented in dev mode, printed once at start (that print is deliberate; `Debug`
+/// redacts the secret so a stray log line does not repeat it).
 pub struct DevCredentials {
     pub kid: String,
     pub secret: String,
     pub publishable_key: String,
+}
+
+impl std::fmt::Debug for DevCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCredentials")
+            .field("kid", &self.kid)
+            .field("secret", &"<redacted>")
+            .field("publishable_key", &self.publishable_key)
+            .finish()
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,13 +100,27 @@ pub struct FileConfig {
     pub tls: Option<FileTls>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSecretKey {
     pub kid: String,
     pub secret: String,
     pub channel_patterns: Option<Vec<String>>,
     pub actions: Option<Vec<String>>,
+    /// The application (tenant) the key belongs to; absent: the default app.
+    pub app: Option<String>,
+}
+
+impl std::fmt::Debug for FileSecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSecretKey")
+            .field("kid", &self.kid)
+            .field("secret", &"<redacted>")
+            .field("channel_patterns", &self.channel_patterns)
+            .field("actions", &self.actions)
+            .field("app", &self.app)
+            .finish()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +130,7 @@ pub struct FilePublishableKey {
     pub channel_patterns: Option<Vec<String>>,
     pub actions: Option<Vec<String>>,
     pub allowed_origins: Option<Vec<String>>,
+    pub app: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +146,13 @@ pub struct FileLimits {
     pub keepalive_interval_secs: Option<u64>,
     pub keepalive_grace_secs: Option<u64>,
     pub outbox_capacity: Option<usize>,
+    pub outbox_bytes: Option<usize>,
+    pub close_timeout_secs: Option<u64>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub request_timeout_secs: Option<u64>,
+    pub max_snapshot_bytes: Option<usize>,
+    /// Load balancers (addresses or CIDR blocks) whose forwarding headers name the client.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,8 +199,18 @@ impl FileConfig {
         })
     }
 
+    /// Parses the file. A syntax error is reported by line and column with the parser's
+    /// explanation, never with the offending line quoted: that line may hold a secret.
     pub fn parse(text: &str) -> Result<FileConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| {
+            let place = e.span().map(|span| {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("line {line}, column {column}: ")
+            });
+            format!("{}{}", place.unwrap_or_default(), e.message().trim())
+        })
     }
 }
 
@@ -223,6 +265,7 @@ fn secret_key(
         secret: Secret::new(secret.as_bytes().to_vec()),
         channel_patterns: patterns(&format!("{field}.channel_patterns"), pats)?,
         actions: actions(&format!("{field}.actions"), acts)?,
+        app: String::new(),
     })
 }
 
@@ -241,7 +284,22 @@ fn publishable_key(field: &str, f: &FilePublishableKey) -> Result<PublishableKey
         )?,
         actions: actions(&format!("{field}.actions"), f.actions.as_deref())?,
         allowed_origins: f.allowed_origins.clone(),
+        app: app_name(&format!("{field}.app"), f.app.as_deref())?,
     })
+}
+
+/// An application name: 1-64 printable ASCII characters (it scopes peer ids and channels).
+fn app_name(field: &str, app: Option<&str>) -> Result<String, ConfigError> {
+    match app {
+        None => Ok(String::new()),
+        Some(a) if !a.is_empty() && a.len() <= 64 && a.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(a.to_string())
+        }
+        Some(_) => Err(invalid(
+            field,
+            "must be 1-64 printable ASCII characters without spaces",
+        )),
+    }
 }
 
 /// Merges file and overrides into a runnable config. Returns the invented credentials when no
@@ -264,13 +322,19 @@ pub fn resolve(
 
     let mut keys = KeyRing::default();
     for (i, k) in file.secret_keys.iter().enumerate() {
-        keys.secret_keys.push(secret_key(
-            &format!("secret_keys[{i}]"),
-            &k.kid,
-            &k.secret,
-            k.channel_patterns.as_deref(),
-            k.actions.as_deref(),
-        )?);
+        keys.secret_keys.push(
+            secret_key(
+                &format!("secret_keys[{i}]"),
+                &k.kid,
+                &k.secret,
+                k.channel_patterns.as_deref(),
+                k.actions.as_deref(),
+            )
+            .and_then(|mut key| {
+                key.app = app_name(&format!("secret_keys[{i}].app"), k.app.as_deref())?;
+                Ok(key)
+            })?,
+        );
     }
     for (i, flag) in o.secrets.iter().enumerate() {
         keys.secret_keys.push(parse_secret_flag(i, flag)?);
@@ -285,6 +349,7 @@ pub fn resolve(
             channel_patterns: None,
             actions: None,
             allowed_origins: None,
+            app: None,
         };
         keys.publishable_keys
             .push(publishable_key(&format!("--publishable-key[{i}]"), &f)?);
@@ -318,6 +383,7 @@ pub fn resolve(
             channel_patterns: PatternSet::any(),
             actions: Actions::all(),
             allowed_origins: None,
+            app: String::new(),
         });
         Some(dev)
     } else {
@@ -391,6 +457,49 @@ pub fn resolve(
             return Err(invalid("limits.outbox_capacity", "must be at least 16"));
         }
         shell.outbox_capacity = v;
+    }
+    if let Some(v) = l.outbox_bytes {
+        if v < 65_536 || v < hub.max_frame_bytes {
+            return Err(invalid(
+                "limits.outbox_bytes",
+                "must be at least 65536 and at least max_message_bytes",
+            ));
+        }
+        shell.outbox_bytes = v;
+    }
+    if let Some(v) = l.close_timeout_secs {
+        if v == 0 {
+            return Err(invalid("limits.close_timeout_secs", "must be at least 1"));
+        }
+        shell.close_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = &l.trusted_proxies {
+        shell.trusted_proxies = super::limits::TrustedProxies::parse(v)
+            .map_err(|e| invalid("limits.trusted_proxies", e))?;
+    }
+    if let Some(v) = l.max_snapshot_bytes {
+        if v < 4_096 {
+            return Err(invalid(
+                "limits.max_snapshot_bytes",
+                "must be at least 4096",
+            ));
+        }
+        hub.max_snapshot_bytes = v;
+    }
+    if let Some(v) = l.request_timeout_secs {
+        if v == 0 {
+            return Err(invalid("limits.request_timeout_secs", "must be at least 1"));
+        }
+        shell.request_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = l.header_read_timeout_secs {
+        if v == 0 {
+            return Err(invalid(
+                "limits.header_read_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        shell.header_read_timeout = Duration::from_secs(v);
     }
     shell.max_inbound_message_bytes = (hub.max_frame_bytes * 2).max(1 << 20);
 
@@ -476,6 +585,47 @@ mod tests {
     }
 
     #[test]
+    fn keys_carry_their_app_and_limits_their_values() {
+        let file = FileConfig::parse(
+            r#"
+            [[secret_keys]]
+            kid = "a"
+            secret = "0123456789abcdef"
+            app = "team-a"
+            [[secret_keys]]
+            kid = "b"
+            secret = "0123456789abcdef"
+            [[publishable_keys]]
+            key = "pk_live_12345678"
+            app = "team-a"
+            [limits]
+            outbox_bytes = 1048576
+            close_timeout_secs = 3
+            max_snapshot_bytes = 65536
+            trusted_proxies = ["10.0.0.0/8", "::1"]
+            "#,
+        )
+        .expect("toml");
+        let (cfg, _) = resolve(file, Overrides::default()).expect("valid");
+        let apps: Vec<&str> = cfg
+            .keys
+            .secret_keys
+            .iter()
+            .map(|k| k.app.as_str())
+            .collect();
+        assert_eq!(apps, ["team-a", ""], "no app: the default one");
+        assert_eq!(cfg.keys.publishable_keys[0].app, "team-a");
+        assert_eq!(cfg.shell.outbox_bytes, 1 << 20);
+        assert_eq!(cfg.shell.close_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.hub.max_snapshot_bytes, 65_536);
+        assert!(
+            cfg.shell
+                .trusted_proxies
+                .contains("10.2.3.4".parse().expect("ip"))
+        );
+    }
+
+    #[test]
     fn bad_config_names_the_field() {
         let bad = |text: &str| {
             field_of(
@@ -502,6 +652,19 @@ mod tests {
             bad("[limits]\nmax_message_bytes = 10"),
             "limits.max_message_bytes"
         );
+        assert_eq!(
+            bad("[[secret_keys]]\nkid = \"a\"\nsecret = \"0123456789abcdef\"\napp = \"two words\""),
+            "secret_keys[0].app"
+        );
+        assert_eq!(bad("[limits]\noutbox_bytes = 1000"), "limits.outbox_bytes");
+        assert_eq!(
+            bad("[limits]\ntrusted_proxies = [\"lb.internal\"]"),
+            "limits.trusted_proxies"
+        );
+        assert_eq!(
+            bad("[limits]\nclose_timeout_secs = 0"),
+            "limits.close_timeout_secs"
+        );
         let e = resolve(
             FileConfig::default(),
             Overrides {
@@ -514,5 +677,30 @@ mod tests {
         // Unknown keys are refused by the TOML layer, with the key's name in the message.
         let e = FileConfig::parse("[limits]\nmax_conections = 3").expect_err("typo");
         assert!(e.contains("max_conections"), "{e}");
+    }
+
+    #[test]
+    fn a_parse_error_names_the_place_but_never_quotes_the_line() {
+        // The broken line holds a secret: the message must say where, not echo it.
+        let text = "[server]\nlisten = \"127.0.0.1:9292\"\nsecret_keys = [ { kid = \"a\", secret = \"hunter2-0123456789\" \n";
+        let e = FileConfig::parse(text).expect_err("broken");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_secret() {
+        let text = "listen = \"127.0.0.1:9292\"\n[[secret_keys]]\nkid = \"a\"\nsecret = \"hunter2-0123456789\"\n";
+        let f = FileConfig::parse(text).expect("valid");
+        let shown = format!("{f:?}");
+        assert!(shown.contains("\"a\""), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let dev = DevCredentials {
+            kid: "dev".into(),
+            secret: "hunter2-0123456789".into(),
+            publishable_key: "pk_dev_1234567890abcdef".into(),
+        };
+        let shown = format!("{dev:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 }

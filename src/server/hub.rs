@@ -11,6 +11,7 @@
 //! * whenever the hub emits `Close` for a connection it has already forgotten that connection,
 //!   so presence `left` diffs go out at once and later input for it is ignored.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::auth::{Action, Principal};
-use crate::protocol::frames::{ClientFrame, FrameKind, PresenceEntry, ServerFrame};
+use crate::protocol::frames::{ClientFrame, FrameError, FrameKind, PresenceEntry, ServerFrame};
 use crate::protocol::validate::{check_channel, check_not_reserved, check_peer_id};
 use crate::protocol::{CloseCode, ErrorCode, parse_client_frame};
 
@@ -28,7 +29,7 @@ use super::limits::TokenBucket;
 /// Server-local connection number, never reused within one hub.
 pub type ConnId = u64;
 
-/// Limits and policy switches (decisions S3, S5, S7).
+/// Limits and policy switches; every limit is configurable.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
     /// Largest inbound frame in bytes; also advertised as `welcome.maxMessageSize`.
@@ -41,10 +42,15 @@ pub struct HubConfig {
     pub max_connections: usize,
     /// publish + send attempts allowed in this server's lifetime; `None` = unlimited.
     pub message_quota: Option<u64>,
-    /// S3: close with 4003 instead of answering `channel_not_authorized` on subscribe.
+    /// Close with 4003 instead of answering `channel_not_authorized` on subscribe. Off by default:
+    /// an unauthorised subscribe normally gets an error frame and the connection stays open.
     pub close_on_unauthorized_subscribe: bool,
-    /// S5: `send` only reaches peers that share a subscribed channel with the sender.
+    /// `send` only reaches peers that share a subscribed channel with the sender. Off by default:
+    /// `send` is not scoped by channel and needs only the `send` permission.
     pub send_requires_shared_channel: bool,
+    /// Largest presence snapshot in bytes. Members beyond it (in peer-id order) are left out of
+    /// `joined` and counted in an extra `omitted` field; their later diffs still arrive.
+    pub max_snapshot_bytes: usize,
 }
 
 impl Default for HubConfig {
@@ -58,6 +64,8 @@ impl Default for HubConfig {
             message_quota: None,
             close_on_unauthorized_subscribe: false,
             send_requires_shared_channel: false,
+            // Under the 1 MiB frame limit of the SDKs, with room for the frame around it.
+            max_snapshot_bytes: 512 * 1024,
         }
     }
 }
@@ -87,6 +95,9 @@ pub struct HubStats {
     pub messages_used: u64,
     pub peak_connections: usize,
     pub connections_total: u64,
+    /// Times a channel's member list was serialised for snapshots (once per membership change,
+    /// however often clients subscribe).
+    pub snapshots_built: u64,
 }
 
 struct Conn {
@@ -103,9 +114,28 @@ struct Conn {
 struct Channel {
     /// connection → includeSenderMetadata. Ordered so fan-out order is deterministic.
     subscribers: BTreeMap<ConnId, bool>,
-    /// peer id → presence entry, reference-counted over that peer's connections (S4).
+    /// peer id → presence entry, reference-counted over that peer's connections:
+    /// `joined` goes out for the first one, `left` after the last.
     members: BTreeMap<String, Member>,
+    /// Every member's serialised presence entry, in peer-id order; dropped whenever the
+    /// membership changes.
+    snapshot_cache: Option<SnapshotEntries>,
 }
+
+/// The hub-internal name of a peer id or channel within an application. Apps share nothing
+/// (two keys configured as separate apps may both have an "alice" and a "room"), so the maps of
+/// peers and channels are keyed by app and name; the default app (empty) keeps names as they
+/// are. NUL cannot occur in peer ids or channel names, so the two parts never blur.
+fn scoped<'a>(app: &str, name: &'a str) -> Cow<'a, str> {
+    if app.is_empty() {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("{app}\u{0}{name}"))
+    }
+}
+
+/// A channel's members as (peer id, serialised presence entry), in peer-id order.
+type SnapshotEntries = Arc<[(String, Box<str>)]>;
 
 struct Member {
     refs: usize,
@@ -129,6 +159,8 @@ pub struct Hub {
     /// peers left the call, so no presence `left` goes out (the remaining members would tear
     /// down working P2P calls seconds before everyone reconnects and reconciles).
     draining: bool,
+    /// The `going_away` frame sent when draining began: a connection admitted later gets it too.
+    going_away: Option<Arc<str>>,
 }
 
 impl Hub {
@@ -141,6 +173,7 @@ impl Hub {
             peers: HashMap::new(),
             stats: HubStats::default(),
             draining: false,
+            going_away: None,
         }
     }
 
@@ -197,7 +230,7 @@ impl Hub {
         }
         .to_json();
         self.peers
-            .entry(principal.peer_id.clone())
+            .entry(scoped(&principal.app, &principal.peer_id).into_owned())
             .or_default()
             .insert(id);
         self.conns.insert(
@@ -213,6 +246,9 @@ impl Hub {
         self.stats.connections_total += 1;
         self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len());
         self.emit(out, id, FrameKind::Welcome, welcome.into());
+        if let Some(text) = self.going_away.clone() {
+            self.emit(out, id, FrameKind::GoingAway, text);
+        }
         Ok(id)
     }
 
@@ -221,16 +257,17 @@ impl Hub {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        if let Some(set) = self.peers.get_mut(&c.principal.peer_id) {
+        let peer_key = scoped(&c.principal.app, &c.principal.peer_id);
+        if let Some(set) = self.peers.get_mut(&*peer_key) {
             set.remove(&conn);
             if set.is_empty() {
-                self.peers.remove(&c.principal.peer_id);
+                self.peers.remove(&*peer_key);
             }
         }
         let mut channels: Vec<&String> = c.subs.keys().collect();
         channels.sort();
         for channel in channels {
-            self.leave_channel(conn, &c.principal.peer_id, channel, out);
+            self.leave_channel(conn, &c.principal.app, &c.principal.peer_id, channel, out);
         }
     }
 
@@ -250,11 +287,11 @@ impl Hub {
         self.close(conn, CloseCode::TokenExpired, out);
     }
 
-    /// `DELETE /v1/peers/:id`: closes every connection of the peer with 4020.
-    pub fn kick(&mut self, peer_id: &str, out: &mut Vec<Output>) -> usize {
+    /// `DELETE /v1/peers/:id`: closes every connection of the peer in `app` with 4020.
+    pub fn kick(&mut self, app: &str, peer_id: &str, out: &mut Vec<Output>) -> usize {
         let conns: Vec<ConnId> = self
             .peers
-            .get(peer_id)
+            .get(&*scoped(app, peer_id))
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default();
         for conn in &conns {
@@ -267,6 +304,7 @@ impl Hub {
     pub fn going_away(&mut self, retry_after_ms: u64, out: &mut Vec<Output>) {
         self.draining = true;
         let text: Arc<str> = ServerFrame::GoingAway { retry_after_ms }.to_json().into();
+        self.going_away = Some(text.clone());
         let mut ids: Vec<ConnId> = self.conns.keys().copied().collect();
         ids.sort_unstable();
         for id in ids {
@@ -300,10 +338,24 @@ impl Hub {
 
     /// One inbound text frame.
     pub fn handle_text(&mut self, conn: ConnId, text: &str, now: Instant, out: &mut Vec<Output>) {
-        if !self.admit_frame(conn, text.len(), now, out) {
+        self.handle_parsed(conn, text.len(), parse_client_frame(text), now, out);
+    }
+
+    /// A text frame of `len` bytes that the caller already parsed (the shell parses outside the
+    /// hub's lock: parsing is the most expensive part of handling a frame and needs no state).
+    /// Size and rate checks still come first, as for [`Hub::handle_text`].
+    pub fn handle_parsed(
+        &mut self,
+        conn: ConnId,
+        len: usize,
+        parsed: Result<ClientFrame, FrameError>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.admit_frame(conn, len, now, out) {
             return;
         }
-        let frame = match parse_client_frame(text) {
+        let frame = match parsed {
             Ok(f) => f,
             Err(e) => {
                 *self.stats.frames_in.entry(FrameKind::Invalid).or_default() += 1;
@@ -385,7 +437,7 @@ impl Hub {
             ));
         }
         if channel.contains('*') {
-            // S11: pattern subscriptions come later; refuse rather than guess at semantics.
+            // Pattern subscriptions are not supported yet; refuse rather than guess at semantics.
             return Err((
                 ErrorCode::InvalidChannel,
                 "wildcard channels are not supported",
@@ -445,12 +497,14 @@ impl Hub {
             return;
         }
         let peer_id = c.principal.peer_id.clone();
+        let app = c.principal.app.clone();
         let metadata = c.principal.peer_metadata.clone();
         let sees_presence = c.principal.can(Action::Presence);
         if let Some(c) = self.conns.get_mut(&conn) {
             c.subs.insert(channel.to_string(), include_meta);
         }
-        let ch = self.channels.entry(channel.to_string()).or_default();
+        let key = scoped(&app, channel);
+        let ch = self.channels.entry(key.to_string()).or_default();
         ch.subscribers.insert(conn, include_meta);
         let mut newly_joined = false;
         if !already {
@@ -460,20 +514,18 @@ impl Hub {
                 .or_insert(Member { refs: 0, metadata });
             m.refs += 1;
             newly_joined = m.refs == 1;
+            if newly_joined {
+                ch.snapshot_cache = None;
+            }
         }
-        // ack, then the snapshot (S1, S6): always sent, even when empty.
+        // ack, then the snapshot, also on a re-subscribe: always sent, even when empty, because the
+        // official SDKs wait for it.
         if let Some(rid) = rid {
             let ack = ServerFrame::Ack { request_id: rid }.to_json();
             self.emit(out, conn, FrameKind::Ack, ack.into());
         }
         if sees_presence {
-            let joined = self.members_except(channel, &peer_id);
-            let snap = ServerFrame::Presence {
-                channel,
-                joined: &joined,
-                left: &[],
-            }
-            .to_json();
+            let snap = self.snapshot(&app, channel, &peer_id);
             self.emit(out, conn, FrameKind::Presence, snap.into());
         }
         if newly_joined {
@@ -481,7 +533,7 @@ impl Hub {
                 peer_id: peer_id.clone(),
                 metadata: self
                     .channels
-                    .get(channel)
+                    .get(&*key)
                     .and_then(|ch| ch.members.get(&peer_id))
                     .and_then(|m| m.metadata.clone()),
             }];
@@ -492,7 +544,7 @@ impl Hub {
             }
             .to_json()
             .into();
-            self.presence_to_others(channel, &peer_id, diff, out);
+            self.presence_to_others(&app, channel, &peer_id, diff, out);
         }
     }
 
@@ -517,6 +569,7 @@ impl Hub {
             return;
         }
         let peer_id = c.principal.peer_id.clone();
+        let app = c.principal.app.clone();
         let held = self
             .conns
             .get_mut(&conn)
@@ -526,7 +579,7 @@ impl Hub {
             self.emit(out, conn, FrameKind::Ack, ack.into());
         }
         if held {
-            self.leave_channel(conn, &peer_id, channel, out);
+            self.leave_channel(conn, &app, &peer_id, channel, out);
         }
     }
 
@@ -551,6 +604,7 @@ impl Hub {
         };
         let from = c.peer_id.clone();
         let meta = c.peer_metadata.clone();
+        let app = c.principal.app.clone();
         if !self.take_quota() {
             self.error(
                 conn,
@@ -565,12 +619,14 @@ impl Hub {
             let ack = ServerFrame::Ack { request_id: rid }.to_json();
             self.emit(out, conn, FrameKind::Ack, ack.into());
         }
-        self.fan_out(channel, &from, meta.as_deref(), data, Some(conn), out);
+        self.fan_out(&app, channel, &from, meta.as_deref(), data, Some(conn), out);
     }
 
     /// Delivers a channel message to every subscriber except `exclude`; returns how many got it.
+    #[allow(clippy::too_many_arguments)]
     fn fan_out(
         &mut self,
+        app: &str,
         channel: &str,
         from: &str,
         meta: Option<&Value>,
@@ -578,7 +634,7 @@ impl Hub {
         exclude: Option<ConnId>,
         out: &mut Vec<Output>,
     ) -> usize {
-        let Some(ch) = self.channels.get(channel) else {
+        let Some(ch) = self.channels.get(&*scoped(app, channel)) else {
             return 0;
         };
         let mut plain: Option<Arc<str>> = None;
@@ -662,10 +718,11 @@ impl Hub {
         };
         let from = c.peer_id.clone();
         let meta = c.peer_metadata.clone();
+        let app = c.principal.app.clone();
         let shares_channel = !self.cfg.send_requires_shared_channel
             || c.subs.keys().any(|ch| {
                 self.channels
-                    .get(ch)
+                    .get(&*scoped(&app, ch))
                     .is_some_and(|ch| ch.members.contains_key(to))
             });
         if !self.take_quota() {
@@ -680,7 +737,7 @@ impl Hub {
         }
         let targets: Vec<ConnId> = if shares_channel {
             self.peers
-                .get(to)
+                .get(&*scoped(&app, to))
                 .map(|s| s.iter().copied().filter(|&t| t != conn).collect())
                 .unwrap_or_default()
         } else {
@@ -713,13 +770,14 @@ impl Hub {
     }
 
     /// `GET /v1/channels/:id/peers`: unique peers with their metadata.
-    pub fn channel_peers(&self, channel: &str) -> Vec<PresenceEntry> {
-        self.members_except(channel, "")
+    pub fn channel_peers(&self, app: &str, channel: &str) -> Vec<PresenceEntry> {
+        self.members_except(app, channel, "")
     }
 
     /// `POST /v1/channels/:id/publish`: a server-side publish; every subscriber receives it.
     pub fn rest_publish(
         &mut self,
+        app: &str,
         channel: &str,
         from: &str,
         from_metadata: Option<&Value>,
@@ -729,7 +787,7 @@ impl Hub {
         if !self.take_quota() {
             return Err(RestPublishError::OverQuota);
         }
-        Ok(self.fan_out(channel, from, from_metadata, data, None, out))
+        Ok(self.fan_out(app, channel, from, from_metadata, data, None, out))
     }
 
     fn take_quota(&mut self) -> bool {
@@ -739,9 +797,9 @@ impl Hub {
             .is_none_or(|q| self.stats.messages_used <= q)
     }
 
-    fn members_except(&self, channel: &str, except: &str) -> Vec<PresenceEntry> {
+    fn members_except(&self, app: &str, channel: &str, except: &str) -> Vec<PresenceEntry> {
         self.channels
-            .get(channel)
+            .get(&*scoped(app, channel))
             .map(|ch| {
                 ch.members
                     .iter()
@@ -755,10 +813,78 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// The presence snapshot of `channel` for a subscriber who is `except`: the same frame
+    /// as `ServerFrame::Presence` with every other member in `joined`, up to
+    /// `max_snapshot_bytes`, plus `"omitted": n` when some did not fit. Built from the channel's
+    /// cached entries, so a client re-subscribing in a loop costs a copy, not a serialisation.
+    fn snapshot(&mut self, app: &str, channel: &str, except: &str) -> String {
+        let entries = match self.channels.get_mut(&*scoped(app, channel)) {
+            None => Arc::from(Vec::new()),
+            Some(ch) => match &ch.snapshot_cache {
+                Some(c) => c.clone(),
+                None => {
+                    let built: SnapshotEntries = ch
+                        .members
+                        .iter()
+                        .map(|(id, m)| {
+                            let entry = PresenceEntry {
+                                peer_id: id.clone(),
+                                metadata: m.metadata.clone(),
+                            };
+                            let json = serde_json::to_string(&entry).unwrap_or_else(|_| {
+                                serde_json::json!({ "peerId": id }).to_string()
+                            });
+                            (id.clone(), json.into_boxed_str())
+                        })
+                        .collect();
+                    ch.snapshot_cache = Some(built.clone());
+                    self.stats.snapshots_built += 1;
+                    built
+                }
+            },
+        };
+        let channel_json = serde_json::Value::from(channel).to_string();
+        let head = format!(r#"{{"type":"presence","channel":{channel_json},"joined":["#);
+        // `],"left":[],"omitted":` + up to 20 digits + `}`
+        let tail_room = 45;
+        let mut text = head;
+        let mut omitted = 0u64;
+        let mut first = true;
+        for (id, json) in entries.iter() {
+            if id == except {
+                continue;
+            }
+            if omitted > 0 || text.len() + json.len() + 1 + tail_room > self.cfg.max_snapshot_bytes
+            {
+                omitted += 1;
+                continue;
+            }
+            if !first {
+                text.push(',');
+            }
+            first = false;
+            text.push_str(json);
+        }
+        text.push_str(r#"],"left":[]"#);
+        if omitted > 0 {
+            text.push_str(&format!(r#","omitted":{omitted}"#));
+        }
+        text.push('}');
+        text
+    }
+
     /// Removes `conn` from `channel`; when it was the peer's last connection there, the others
     /// get a `left` diff. Empty channels are dropped.
-    fn leave_channel(&mut self, conn: ConnId, peer_id: &str, channel: &str, out: &mut Vec<Output>) {
-        let Some(ch) = self.channels.get_mut(channel) else {
+    fn leave_channel(
+        &mut self,
+        conn: ConnId,
+        app: &str,
+        peer_id: &str,
+        channel: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let key = scoped(app, channel);
+        let Some(ch) = self.channels.get_mut(&*key) else {
             return;
         };
         ch.subscribers.remove(&conn);
@@ -767,11 +893,12 @@ impl Hub {
             m.refs = m.refs.saturating_sub(1);
             if m.refs == 0 {
                 ch.members.remove(peer_id);
+                ch.snapshot_cache = None;
                 left = true;
             }
         }
         if ch.subscribers.is_empty() {
-            self.channels.remove(channel);
+            self.channels.remove(&*key);
             return;
         }
         if left && !self.draining {
@@ -786,19 +913,20 @@ impl Hub {
             }
             .to_json()
             .into();
-            self.presence_to_others(channel, peer_id, diff, out);
+            self.presence_to_others(app, channel, peer_id, diff, out);
         }
     }
 
     /// A presence diff about `peer_id` to every other peer's connections that may see presence.
     fn presence_to_others(
         &mut self,
+        app: &str,
         channel: &str,
         peer_id: &str,
         diff: Arc<str>,
         out: &mut Vec<Output>,
     ) {
-        let Some(ch) = self.channels.get(channel) else {
+        let Some(ch) = self.channels.get(&*scoped(app, channel)) else {
             return;
         };
         let targets: Vec<ConnId> = ch

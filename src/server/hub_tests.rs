@@ -19,6 +19,7 @@ fn principal(peer: &str, meta: Option<Value>) -> Principal {
         peer_metadata: meta,
         metadata: None,
         expires_at: Some(2_000_000_000),
+        app: String::new(),
     }
 }
 
@@ -128,7 +129,7 @@ fn subscribe_acks_then_snapshots_then_diffs_others() {
         vec![json!({"type":"presence","channel":"room",
             "joined":[{"peerId":"bob","metadata":{"username":"Bob"}}],"left":[]})]
     );
-    // Re-subscribe: ack + fresh snapshot, nothing to others (S6).
+    // Re-subscribe: ack + fresh snapshot, nothing to others.
     let out = w.sub(b, "room");
     assert_eq!(only(&out, b).len(), 2);
     assert!(only(&out, a).is_empty());
@@ -172,7 +173,7 @@ fn presence_is_reference_counted_per_peer() {
         only(&out, a2)[1],
         json!({"type":"presence","channel":"room","joined":[{"peerId":"watcher"}],"left":[]})
     );
-    assert_eq!(w.hub.channel_peers("room").len(), 2);
+    assert_eq!(w.hub.channel_peers("", "room").len(), 2);
     let mut out = Vec::new();
     w.hub.disconnect(a1, &mut out);
     assert!(out.is_empty(), "alice still has a connection");
@@ -321,7 +322,7 @@ fn errors_follow_the_documented_precedence() {
         assert_eq!(f[0]["code"], *code, "{frame}");
         assert_eq!(f[0]["requestId"], "r", "{frame}");
     }
-    // The connection is still usable after all those errors (S3).
+    // The connection is still usable after all those errors: an error frame never closes it.
     let out = w.sub(l, "allowed-1");
     assert_eq!(only(&out, l)[0], json!({"type":"ack","requestId":"s"}));
 
@@ -484,7 +485,7 @@ fn concurrent_cap_kick_and_shutdown() {
     w.sub(a, "room");
     w.sub(b, "room");
     let mut out = Vec::new();
-    assert_eq!(w.hub.kick("bob", &mut out), 1);
+    assert_eq!(w.hub.kick("", "bob", &mut out), 1);
     assert_eq!(
         frames(&out),
         vec![
@@ -495,7 +496,7 @@ fn concurrent_cap_kick_and_shutdown() {
             ),
         ]
     );
-    assert_eq!(w.hub.kick("bob", &mut out), 0);
+    assert_eq!(w.hub.kick("", "bob", &mut out), 0);
     let mut out = Vec::new();
     w.hub.going_away(2500, &mut out);
     w.hub.close_all(CloseCode::GoingAway, &mut out);
@@ -627,7 +628,7 @@ fn rest_publish_reaches_everybody_with_its_own_sender() {
     let mut out = Vec::new();
     assert_eq!(
         w.hub
-            .rest_publish("room", "system", Some(&meta), &data, &mut out),
+            .rest_publish("", "room", "system", Some(&meta), &data, &mut out),
         Ok(1)
     );
     assert_eq!(
@@ -637,7 +638,103 @@ fn rest_publish_reaches_everybody_with_its_own_sender() {
         ]
     );
     assert_eq!(
-        w.hub.rest_publish("empty", "system", None, &data, &mut out),
+        w.hub
+            .rest_publish("", "empty", "system", None, &data, &mut out),
         Ok(0)
+    );
+}
+
+#[test]
+fn a_connection_admitted_while_draining_still_hears_going_away() {
+    let mut w = World::new(HubConfig::default());
+    let a = w.join(principal("a", None));
+    w.hub.going_away(2_500, &mut w.out);
+    assert_eq!(only(&w.out, a)[0]["type"], "going_away");
+    w.out.clear();
+    // A socket that passed the upgrade just before the drain began is admitted afterwards.
+    let late = w
+        .hub
+        .connect(principal("late", None), w.now, 1_700_000_000, &mut w.out)
+        .expect("admitted");
+    let got = only(&w.out, late);
+    assert_eq!(got[0]["type"], "welcome");
+    assert_eq!(
+        got.get(1).map(|f| f["type"].clone()),
+        Some(json!("going_away"))
+    );
+    assert_eq!(got[1]["retryAfterMs"], 2_500);
+}
+
+#[test]
+fn a_big_channel_snapshot_is_capped_counts_the_rest_and_is_built_once_per_change() {
+    let cfg = HubConfig {
+        max_snapshot_bytes: 100_000,
+        rate_per_sec: 0.0,
+        ..HubConfig::default()
+    };
+    let mut w = World::new(cfg);
+    let meta = json!({"name": "x".repeat(4_000)});
+    for i in 0..300 {
+        let c = w.join(principal(&format!("p{i:03}"), Some(meta.clone())));
+        w.sub(c, "big");
+    }
+    let newcomer = w.join(principal("zz-newcomer", None));
+    let out = w.sub(newcomer, "big");
+    let snap = only(&out, newcomer)
+        .into_iter()
+        .find(|f| f["type"] == "presence")
+        .expect("snapshot");
+    let text_len = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Frame { conn, text, .. }
+                if *conn == newcomer && text.contains("\"joined\"") =>
+            {
+                Some(text.len())
+            }
+            _ => None,
+        })
+        .expect("snapshot text");
+    assert!(text_len <= 100_000, "snapshot of {text_len} bytes");
+    let listed = snap["joined"].as_array().expect("joined").len();
+    assert!(listed > 10 && listed < 300, "{listed} listed");
+    assert_eq!(
+        snap["omitted"].as_u64(),
+        Some(300 - listed as u64),
+        "peers beyond the cap are counted"
+    );
+    assert_eq!(snap["joined"][0]["peerId"], "p000", "in peer-id order");
+    // Re-subscribing in a loop reuses the serialised member list.
+    let built = w.hub.stats().snapshots_built;
+    for _ in 0..50 {
+        w.sub(newcomer, "big");
+    }
+    assert_eq!(w.hub.stats().snapshots_built, built, "no re-serialisation");
+    // A membership change invalidates it.
+    let extra = w.join(principal("extra", None));
+    w.sub(extra, "big");
+    w.sub(newcomer, "big");
+    assert!(w.hub.stats().snapshots_built > built);
+}
+
+#[test]
+fn an_uncapped_snapshot_is_the_plain_wire_frame() {
+    let mut w = World::new(HubConfig::default());
+    let a = w.join(principal("a", Some(json!({"n": 1}))));
+    w.sub(a, "room");
+    let b = w.join(principal("b", None));
+    let out = w.sub(b, "room");
+    let text = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Frame { conn, text, .. } if *conn == b && text.contains("presence") => {
+                Some(text.to_string())
+            }
+            _ => None,
+        })
+        .expect("snapshot");
+    assert_eq!(
+        text,
+        r#"{"type":"presence","channel":"room","joined":[{"peerId":"a","metadata":{"n":1}}],"left":[]}"#
     );
 }

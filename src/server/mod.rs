@@ -2,12 +2,13 @@
 //! WebSocket endpoint, [`rest`] for the control plane), configured by [`config`].
 //!
 //! [`Server::start`] binds, spawns and returns a handle; the CLI (`meshcall serve`), the tests
-//! and later the desktop app's embedded mode all start the server the same way.
+//! and the desktop app's embedded mode all start the server the same way.
 
 pub mod config;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+mod outbox;
 mod rest;
 mod ws;
 
@@ -25,7 +26,7 @@ use axum::routing::{delete, get, post};
 use axum_server::accept::NoDelayAcceptor;
 use rand::Rng;
 use thiserror::Error;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tracing::info;
 
 use crate::auth::KeyRing;
@@ -39,9 +40,10 @@ pub use config::{ServerConfig, TlsConfig};
 /// Network-shell settings (the hub has its own [`HubConfig`]).
 #[derive(Debug, Clone)]
 pub struct ShellSettings {
-    /// WebSocket ping after this much inbound silence (S8: 30 s).
+    /// WebSocket ping after this much inbound silence (30 s by default).
     pub keepalive_interval: Duration,
-    /// Drop the connection when nothing arrives this long after the ping (S8: 10 s).
+    /// Drop the connection when nothing arrives this long after the ping (10 s by default);
+    /// presence `left` follows.
     pub keepalive_grace: Duration,
     /// Frames queued per connection before it counts as a slow consumer.
     pub outbox_capacity: usize,
@@ -52,6 +54,20 @@ pub struct ShellSettings {
     pub connects_per_ip_per_minute: u32,
     /// Time between `going_away` and the 1001 close on shutdown.
     pub shutdown_drain: Duration,
+    /// A request's headers (the WebSocket upgrade or a REST call) must have arrived this long
+    /// after the connection opened or the previous request; a client trickling them
+    /// (slowloris) is cut off.
+    pub header_read_timeout: Duration,
+    /// After the server closes a connection, the client has this long to complete the close
+    /// handshake; then the TCP connection is dropped, whatever the client is doing.
+    pub close_timeout: Duration,
+    /// Bytes queued per connection before it counts as a slow consumer (closed with 1008).
+    pub outbox_bytes: usize,
+    /// Load balancers whose `X-Forwarded-For` / `Forwarded` headers name the client for the
+    /// per-source connect budget (empty: headers ignored, the TCP peer is the source).
+    pub trusted_proxies: limits::TrustedProxies,
+    /// A REST request's body must have arrived this long after its headers (HTTP 408).
+    pub request_timeout: Duration,
 }
 
 impl Default for ShellSettings {
@@ -63,8 +79,25 @@ impl Default for ShellSettings {
             max_inbound_message_bytes: 1 << 20,
             connects_per_ip_per_minute: 60,
             shutdown_drain: Duration::from_millis(500),
+            header_read_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            outbox_bytes: 4 << 20,
+            trusted_proxies: limits::TrustedProxies::default(),
+            request_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Wires hyper's timer so its HTTP/1 header-read timeout applies (without a timer hyper never
+/// times out a request that trickles in).
+fn http_timeouts(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    shell: &ShellSettings,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(shell.header_read_timeout);
 }
 
 #[derive(Debug, Error)]
@@ -82,7 +115,7 @@ pub enum ServerError {
 /// exactly the order the hub decided them.
 pub(crate) struct Core {
     pub(crate) hub: Hub,
-    pub(crate) outboxes: HashMap<ConnId, mpsc::Sender<ws::Outbound>>,
+    pub(crate) outboxes: HashMap<ConnId, outbox::Outbox>,
 }
 
 pub(crate) struct Shared {
@@ -95,6 +128,10 @@ pub(crate) struct Shared {
     pub(crate) shutting_down: AtomicBool,
     pub(crate) live_connections: AtomicUsize,
     pub(crate) all_closed: Notify,
+    /// The hub's frame size limit, for the shell's parse-before-lock.
+    pub(crate) max_frame_bytes: usize,
+    /// The last `/metrics` text, served when the hub is busy.
+    pub(crate) last_metrics: Mutex<String>,
 }
 
 /// Locks a mutex, recovering from poisoning: the protected state stays consistent because no
@@ -147,6 +184,8 @@ impl Server {
             shutting_down: AtomicBool::new(false),
             live_connections: AtomicUsize::new(0),
             all_closed: Notify::new(),
+            max_frame_bytes: cfg.hub.max_frame_bytes,
+            last_metrics: Mutex::new(String::new()),
         });
         let app = Router::new()
             .route("/v1", get(ws::upgrade))
@@ -167,13 +206,14 @@ impl Server {
             None => {
                 // TCP_NODELAY: signalling is bursts of small frames (ack then snapshot, SDP then
                 // ICE); Nagle + delayed ACK would hold the second one back ~40 ms.
-                let server = axum_server::from_tcp(listener)
+                let mut server = axum_server::from_tcp(listener)
                     .map_err(|source| ServerError::Bind {
                         addr: local_addr,
                         source,
                     })?
                     .acceptor(NoDelayAcceptor::new())
                     .handle(handle.clone());
+                http_timeouts(server.http_builder(), &cfg.shell);
                 tokio::spawn(async move {
                     if let Err(e) = server.serve(make).await {
                         tracing::error!(error = %e, "server stopped with an error");
@@ -196,13 +236,14 @@ impl Server {
                         })?;
                 let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_cfg)
                     .acceptor(NoDelayAcceptor::new());
-                let server = axum_server::from_tcp(listener)
+                let mut server = axum_server::from_tcp(listener)
                     .map_err(|source| ServerError::Bind {
                         addr: local_addr,
                         source,
                     })?
                     .acceptor(acceptor)
                     .handle(handle.clone());
+                http_timeouts(server.http_builder(), &cfg.shell);
                 tokio::spawn(async move {
                     if let Err(e) = server.serve(make).await {
                         tracing::error!(error = %e, "server stopped with an error");
@@ -234,7 +275,13 @@ impl Server {
         lock(&self.shared.core).hub.connection_count()
     }
 
-    /// Graceful shutdown (S8): refuse new upgrades, send `going_away` with a jittered
+    /// WebSocket connections whose task is still running (a connection the hub has closed
+    /// counts until its socket is gone).
+    pub fn open_sockets(&self) -> usize {
+        self.shared.live_connections.load(Ordering::SeqCst)
+    }
+
+    /// Graceful shutdown: refuse new upgrades, send `going_away` with a jittered
     /// `retryAfterMs`, wait the drain time, close everybody with 1001, stop listening.
     pub async fn shutdown(self) {
         self.shared.shutting_down.store(true, Ordering::SeqCst);

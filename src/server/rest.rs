@@ -1,7 +1,7 @@
-//! The REST control plane on the same port (S10): token minting, channel presence, server-side
-//! publish, kicks, usage, plus `/healthz` and `/metrics`. Authentication is
-//! `Authorization: Bearer <kid>:<secret>` with one identical 401 for every failure, so that key
-//! ids cannot be probed.
+//! The REST control plane on the same port as the WebSocket: token minting, channel presence,
+//! server-side publish, kicks, usage, plus `/healthz` and `/metrics`. Authentication is
+//! `Authorization: Bearer <kid>:<secret>` with one identical 401 for every failure, so that key ids
+//! cannot be probed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -72,9 +72,21 @@ fn bearer<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<&'a SecretKey, 
         .ok_or_else(unauthorized)
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+/// Reads and parses a request body, which must arrive whole within `timeout` (a client
+/// trickling its body must not hold the request open).
+async fn read_json<T: for<'de> Deserialize<'de>>(
+    body: Body,
+    timeout: std::time::Duration,
+) -> Result<T, ApiError> {
+    let bytes = tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES))
         .await
+        .map_err(|_| {
+            error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+        })?
         .map_err(|_| {
             error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -139,7 +151,7 @@ pub(crate) async fn mint_token(
     body: Body,
 ) -> ApiResult {
     let key = bearer(&shared, &headers)?;
-    let req: TokenRequest = read_json(body).await?;
+    let req: TokenRequest = read_json(body, shared.settings.request_timeout).await?;
     if check_peer_id(&req.peer_id).is_err() {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -253,7 +265,7 @@ pub(crate) async fn channel_peers(
 ) -> ApiResult {
     let key = bearer(&shared, &headers)?;
     channel_scope(key, &channel, Action::Presence)?;
-    let peers = lock(&shared.core).hub.channel_peers(&channel);
+    let peers = lock(&shared.core).hub.channel_peers(&key.app, &channel);
     Ok(Json(json!({"channel": channel, "peers": peers})).into_response())
 }
 
@@ -279,7 +291,7 @@ pub(crate) async fn publish(
 ) -> ApiResult {
     let key = bearer(&shared, &headers)?;
     channel_scope(key, &channel, Action::Publish)?;
-    let req: PublishRequest = read_json(body).await?;
+    let req: PublishRequest = read_json(body, shared.settings.request_timeout).await?;
     let Some(data) = req.data else {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -287,6 +299,16 @@ pub(crate) async fn publish(
             "data is required",
         ));
     };
+    if crate::protocol::validate::json_deeper_than(
+        data.get(),
+        crate::protocol::validate::MAX_DATA_DEPTH,
+    ) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "data is nested deeper than 64 levels",
+        ));
+    }
     let from = req.from.unwrap_or_else(|| "system".to_string());
     if check_peer_id(&from).is_err() {
         return Err(error(
@@ -308,9 +330,14 @@ pub(crate) async fn publish(
     }
     let mut core = lock(&shared.core);
     let mut out = Vec::new();
-    let result =
-        core.hub
-            .rest_publish(&channel, &from, req.peer_metadata.as_ref(), &data, &mut out);
+    let result = core.hub.rest_publish(
+        &key.app,
+        &channel,
+        &from,
+        req.peer_metadata.as_ref(),
+        &data,
+        &mut out,
+    );
     dispatch(&mut core, &mut out, None, &shared);
     drop(core);
     match result {
@@ -331,7 +358,7 @@ pub(crate) async fn kick_peer(
     headers: HeaderMap,
     Path(peer_id): Path<String>,
 ) -> ApiResult {
-    bearer(&shared, &headers)?;
+    let key = bearer(&shared, &headers)?;
     if check_peer_id(&peer_id).is_err() {
         return Err(error(
             StatusCode::BAD_REQUEST,
@@ -341,7 +368,8 @@ pub(crate) async fn kick_peer(
     }
     let mut core = lock(&shared.core);
     let mut out = Vec::new();
-    let closed = core.hub.kick(&peer_id, &mut out);
+    // Only the calling key's app: another tenant's peer of the same id is not ours to kick.
+    let closed = core.hub.kick(&key.app, &peer_id, &mut out);
     dispatch(&mut core, &mut out, None, &shared);
     drop(core);
     tracing::info!(peer = %peer_id, closed, "peer kicked through REST");
@@ -388,14 +416,16 @@ pub(crate) async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response();
     }
-    let connections = lock(&shared.core).hub.connection_count();
+    // Never waits for the hub: a load balancer's probe must answer while the hub is busy.
+    let connections = shared.live_connections.load(Ordering::Relaxed);
     Json(json!({"status": "ok", "connections": connections})).into_response()
 }
 
 /// `GET /metrics` (Prometheus text format 0.0.4).
 pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    let text = {
-        let core = lock(&shared.core);
+    // Never waits for the hub: when it is busy, the previous rendering is served (at most as
+    // old as the previous scrape), so a scrape cannot stall a worker behind a big fan-out.
+    let render = |core: &super::Core| {
         super::metrics::render(
             core.hub.stats(),
             core.hub.connection_count(),
@@ -403,9 +433,69 @@ pub(crate) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
             &shared.metrics,
         )
     };
+    let cached = || Some(lock(&shared.last_metrics).clone()).filter(|t| !t.is_empty());
+    let text = match shared.core.try_lock() {
+        Ok(core) => render(&core),
+        Err(_) => match cached() {
+            Some(text) => text,
+            None => render(&lock(&shared.core)), // the very first scrape waits once
+        },
+    };
+    *lock(&shared.last_metrics) = text.clone();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub(crate) async fn not_found() -> ApiError {
     error(StatusCode::NOT_FOUND, "not_found", "unknown endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use axum::body::to_bytes;
+
+    use super::*;
+    use crate::server::{Server, ServerConfig};
+
+    async fn body(r: Response) -> String {
+        let b = to_bytes(r.into_body(), 1 << 20).await.unwrap_or_default();
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    /// `/healthz` and `/metrics` must answer while the hub is busy (a big fan-out holds its
+    /// lock): a load balancer's probe or a scrape that waits could stall a runtime worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn health_and_metrics_answer_while_the_hub_is_busy() {
+        let server = Server::start(ServerConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+            crate::auth::KeyRing::default(),
+        ))
+        .await
+        .expect("server");
+        let shared = server.shared.clone();
+        let first = body(metrics(State(shared.clone())).await).await;
+        assert!(first.contains("meshcall_connections"), "{first}");
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let busy = {
+            let shared = shared.clone();
+            std::thread::spawn(move || {
+                let _hub = lock(&shared.core);
+                let _ = held_tx.send(());
+                std::thread::sleep(Duration::from_secs(2));
+            })
+        };
+        held_rx.recv().expect("the hub lock is held");
+        let started = Instant::now();
+        let health = body(healthz(State(shared.clone())).await).await;
+        let scraped = body(metrics(State(shared.clone())).await).await;
+        let waited = started.elapsed();
+        assert!(health.contains("\"ok\""), "{health}");
+        assert_eq!(scraped, first, "the previous rendering while busy");
+        assert!(
+            waited < Duration::from_millis(500),
+            "waited {waited:?} for the hub"
+        );
+        busy.join().expect("thread");
+    }
 }

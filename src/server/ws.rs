@@ -14,29 +14,17 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::hub::Output;
+use super::outbox::{Outbound, Outbox, OutboxReceiver};
 use super::{Shared, lock};
 use crate::auth::Principal;
 use crate::protocol::CloseCode;
-use crate::protocol::frames::FrameKind;
+use crate::protocol::frames::{FrameError, FrameKind};
+use crate::protocol::parse_client_frame;
 
-/// What the writer task is asked to put on the socket.
-#[derive(Debug)]
-pub(crate) enum Outbound {
-    Text {
-        text: Arc<str>,
-        kind: FrameKind,
-        /// When the inbound frame that caused this one was read (for the fan-out histogram).
-        cause: Option<Instant>,
-    },
-    Ping,
-    Close(CloseCode),
-}
-
-/// `?token=…` or `?key=…` (token wins when both are given, protocol.md §20.20).
+/// `?token=…` or `?key=…` (token wins when both are given).
 #[derive(Debug, Deserialize)]
 pub(crate) struct ConnectQuery {
     token: Option<String>,
@@ -58,8 +46,10 @@ fn unix_now_ms() -> u128 {
 }
 
 /// Delivers hub outputs to connection queues. Called with the hub lock held, which is what keeps
-/// per-connection order identical to the hub's decision order. A queue that is full means the
-/// client is not reading: that connection is closed with 1008 rather than letting memory grow.
+/// per-connection order identical to the hub's decision order. A queue that is full (in frames
+/// or bytes) means the client is not reading: that connection is closed with 1008 rather than
+/// letting memory grow. A `going_away` that does not fit is simply not sent: the 1001 close
+/// that follows says the same, and turning it into a 1008 would tell the client it misbehaved.
 pub(crate) fn dispatch(
     core: &mut super::Core,
     out: &mut Vec<Output>,
@@ -70,31 +60,25 @@ pub(crate) fn dispatch(
     while i < out.len() {
         match &out[i] {
             Output::Frame { conn, kind, text } => {
-                if let Some(tx) = core.outboxes.get(conn) {
-                    // The queue has one slot more than the configured capacity, kept for the
-                    // close frame: a consumer that stopped reading still gets a clean 1008.
-                    if tx.capacity() > 1 {
-                        let _ = tx.try_send(Outbound::Text {
-                            text: text.clone(),
-                            kind: *kind,
-                            cause,
-                        });
-                    } else {
-                        let conn = *conn;
-                        shared
-                            .metrics
-                            .slow_consumers
-                            .fetch_add(1, Ordering::Relaxed);
-                        warn!(conn, "outbound queue full; closing slow consumer with 1008");
-                        let mut more = Vec::new();
-                        core.hub.close(conn, CloseCode::PolicyViolation, &mut more);
-                        out.extend(more);
-                    }
+                let full = core
+                    .outboxes
+                    .get(conn)
+                    .is_some_and(|o| o.push_text(text.clone(), *kind, cause).is_err());
+                if full && *kind != FrameKind::GoingAway {
+                    let conn = *conn;
+                    shared
+                        .metrics
+                        .slow_consumers
+                        .fetch_add(1, Ordering::Relaxed);
+                    warn!(conn, "outbound queue full; closing slow consumer with 1008");
+                    let mut more = Vec::new();
+                    core.hub.close(conn, CloseCode::PolicyViolation, &mut more);
+                    out.extend(more);
                 }
             }
             Output::Close { conn, code } => {
-                if let Some(tx) = core.outboxes.remove(conn) {
-                    let _ = tx.try_send(Outbound::Close(*code));
+                if let Some(o) = core.outboxes.remove(conn) {
+                    o.close(*code);
                 }
             }
         }
@@ -104,7 +88,8 @@ pub(crate) fn dispatch(
 }
 
 /// `GET /v1`: per-IP connect limit (HTTP 429), then the upgrade. Authentication happens after
-/// the upgrade so that browsers can see the 4xxx close code (S2).
+/// the upgrade so that browsers can see the 4xxx close code: a browser cannot
+/// see the status of a refused HTTP upgrade.
 pub(crate) async fn upgrade(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -115,13 +100,19 @@ pub(crate) async fn upgrade(
     if shared.shutting_down.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    let allowed = lock(&shared.connect_limiter).allow(addr.ip(), Instant::now());
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let source = shared.settings.trusted_proxies.client_ip(
+        addr.ip(),
+        header("x-forwarded-for"),
+        header("forwarded"),
+    );
+    let allowed = lock(&shared.connect_limiter).allow(source, Instant::now());
     if !allowed {
         shared
             .metrics
             .connects_rate_limited
             .fetch_add(1, Ordering::Relaxed);
-        debug!(ip = %addr.ip(), "connect rate limit hit");
+        debug!(ip = %source, "connect rate limit hit");
         return (
             StatusCode::TOO_MANY_REQUESTS,
             "too many connection attempts",
@@ -194,7 +185,10 @@ async fn connection(
     drop(query);
     let peer_id = principal.peer_id.clone();
     let expires_at = principal.expires_at;
-    let (tx, rx) = mpsc::channel(shared.settings.outbox_capacity + 1);
+    let (outbox, rx, closing) = Outbox::new(
+        shared.settings.outbox_capacity,
+        shared.settings.outbox_bytes,
+    );
     let admitted = {
         let mut core = lock(&shared.core);
         let mut out = Vec::new();
@@ -202,7 +196,7 @@ async fn connection(
             .hub
             .connect(principal, Instant::now(), unix_now(), &mut out);
         if let Ok(conn) = result {
-            core.outboxes.insert(conn, tx);
+            core.outboxes.insert(conn, outbox);
             dispatch(&mut core, &mut out, None, &shared);
         }
         result
@@ -221,7 +215,7 @@ async fn connection(
     let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(writer(sink, rx, shared.clone()));
 
-    // Token expiry: close with 4002 at exp − 250 ms (S2).
+    // Token expiry: close with 4002 (token expired) at exp − 250 ms.
     let expiry = expires_at.map(|exp| {
         let deadline_ms = u128::from(exp) * 1000;
         let left = deadline_ms
@@ -236,6 +230,9 @@ async fn connection(
     let mut ping_sent: Option<tokio::time::Instant> = None;
     let mut expired = false;
     let mut reason = "client closed";
+    // Set once the server has closed the connection: the client then has `close_timeout` to
+    // complete the handshake before the socket is dropped, however much it keeps sending.
+    let mut close_deadline: Option<tokio::time::Instant> = None;
 
     loop {
         let keepalive_at = match ping_sent {
@@ -244,15 +241,29 @@ async fn connection(
         };
         let expiry_at = expiry.filter(|_| !expired);
         tokio::select! {
+            _ = closing.notified(), if close_deadline.is_none() => {
+                close_deadline = Some(tokio::time::Instant::now() + shared.settings.close_timeout);
+            }
+            _ = async { match close_deadline { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                reason = "close handshake timed out";
+                break;
+            }
             msg = stream.next() => {
                 let now = Instant::now();
                 last_inbound = tokio::time::Instant::now();
                 ping_sent = None;
                 match msg {
                     Some(Ok(Message::Text(text))) => {
+                        // Parse before taking the hub lock (a frame over the size limit is not
+                        // parsed at all: the hub closes the connection with 1009).
+                        let parsed = if text.len() <= shared.max_frame_bytes {
+                            parse_client_frame(text.as_str())
+                        } else {
+                            Err(FrameError::oversize())
+                        };
                         let mut core = lock(&shared.core);
                         let mut out = Vec::new();
-                        core.hub.handle_text(conn, text.as_str(), now, &mut out);
+                        core.hub.handle_parsed(conn, text.len(), parsed, now, &mut out);
                         dispatch(&mut core, &mut out, Some(now), &shared);
                     }
                     Some(Ok(Message::Binary(bin))) => {
@@ -282,8 +293,8 @@ async fn connection(
                 }
                 ping_sent = Some(tokio::time::Instant::now());
                 let core = lock(&shared.core);
-                if let Some(tx) = core.outboxes.get(&conn) {
-                    let _ = tx.try_send(Outbound::Ping);
+                if let Some(o) = core.outboxes.get(&conn) {
+                    o.push_ping();
                 }
             }
             _ = async { match expiry_at { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
@@ -300,12 +311,16 @@ async fn connection(
         }
     }
 
+    // What is left of the close timeout (the full timeout when the client ended it itself).
+    let close_left = close_deadline
+        .map(|at| at.saturating_duration_since(tokio::time::Instant::now()))
+        .unwrap_or(shared.settings.close_timeout);
     if writer.is_finished() {
         // We sent a close frame: finish the handshake (RFC 6455 §7.1.1) by reading, and
         // discarding, until the client's close arrives — at most one second. Dropping the TCP
         // connection at once would make a client that is still writing see a reset (1006)
         // instead of our close code, and reconnect when it should not (4020).
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tokio::time::timeout(close_left.min(Duration::from_secs(1)), async {
             while let Some(Ok(msg)) = stream.next().await {
                 if matches!(msg, Message::Close(_)) {
                     break;
@@ -324,9 +339,11 @@ async fn connection(
     }
     // Let the writer flush a pending close frame, but never wait on a stuck peer for long.
     if !writer.is_finished() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+        let _ = tokio::time::timeout(close_left.min(Duration::from_secs(2)), &mut writer).await;
         writer.abort();
     }
+    // Both halves end here: the writer task is gone and `stream` is dropped with this task.
+    drop(stream);
     debug!(conn, peer = %peer_id, reason, "disconnected");
     if shared.live_connections.fetch_sub(1, Ordering::SeqCst) == 1 {
         shared.all_closed.notify_waiters();
@@ -344,21 +361,28 @@ impl AsRef<[u8]> for ArcText {
 
 async fn writer(
     mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: OutboxReceiver,
     shared: Arc<Shared>,
 ) {
     let mut pending_latency: Vec<Instant> = Vec::new();
+    let mut written = 0usize;
     while let Some(first) = rx.recv().await {
         // Feed everything already queued, then flush once: one syscall for a burst.
         let mut item = Some(first);
         while let Some(next) = item.take() {
             match next {
                 Outbound::Text { text, kind, cause } => {
+                    // Released to the outbox's byte count in steps (an atomic per frame would
+                    // bounce between cores at fan-out rates).
+                    written += text.len();
                     let Ok(bytes) = Utf8Bytes::try_from(Bytes::from_owner(ArcText(text))) else {
                         continue;
                     };
                     if sink.feed(Message::Text(bytes)).await.is_err() {
                         return;
+                    }
+                    if written >= 64 * 1024 {
+                        rx.written(std::mem::take(&mut written));
                     }
                     if let (Some(at), FrameKind::Message | FrameKind::Direct) = (cause, kind) {
                         pending_latency.push(at);
@@ -378,8 +402,9 @@ async fn writer(
                     return;
                 }
             }
-            item = rx.try_recv().ok();
+            item = rx.try_recv();
         }
+        rx.written(std::mem::take(&mut written));
         if sink.flush().await.is_err() {
             return;
         }

@@ -110,9 +110,18 @@ impl MeshcallApp {
 
     /// The remembered form, or the defaults.
     pub fn load_form(storage: Option<&dyn eframe::Storage>) -> JoinForm {
-        storage
-            .and_then(|s| eframe::get_value::<JoinForm>(s, FORM_KEY))
-            .unwrap_or_default()
+        match storage.and_then(|s| eframe::get_value::<JoinForm>(s, FORM_KEY)) {
+            // A remembered form keeps its sources, whatever version saved it.
+            Some(form) => JoinForm {
+                devices_chosen: true,
+                ..form
+            },
+            // A new user: the first device scan picks the camera and microphone.
+            None => JoinForm {
+                devices_chosen: false,
+                ..JoinForm::default()
+            },
+        }
     }
 
     pub fn save_form(storage: &mut dyn eframe::Storage, form: &JoinForm) {
@@ -238,9 +247,20 @@ impl MeshcallApp {
                 .request_repaint_after(std::time::Duration::from_millis(250));
         }
         let scanning = self.devices.poll();
+        if !self.form.devices_chosen
+            && let Some(l) = self.devices.lists.as_ref().filter(|l| l.complete)
+        {
+            self.form.choose_default_devices(l);
+        }
         if !scanning {
             let ctx = ui.ctx().clone();
-            if self.show_settings && !self.scanned_for_settings {
+            if !self.form.devices_chosen
+                && matches!(self.screen, Screen::Join)
+                && self.devices.lists.as_ref().is_none_or(|l| !l.complete)
+            {
+                // A new user: find the system's camera and microphone (off the UI thread).
+                self.devices.refresh(move || ctx.request_repaint());
+            } else if self.show_settings && !self.scanned_for_settings {
                 self.devices.refresh(move || ctx.request_repaint());
                 self.scanned_for_settings = true;
             } else if matches!(self.screen, Screen::Call(_)) && self.devices.lists.is_none() {
@@ -318,7 +338,12 @@ impl MeshcallApp {
                     DeviceChange::Camera => Command::SetCamera(self.form.video_choice()),
                     DeviceChange::Microphone => Command::SetMicrophone(self.form.audio_choice()),
                     DeviceChange::Speaker => Command::SetSpeaker(self.form.speaker_choice()),
+                    DeviceChange::AudioProcessing => {
+                        Command::SetAudioProcessing(self.form.processing_for_source())
+                    }
+                    DeviceChange::Sounds => Command::SetSounds(self.form.sounds),
                 };
+                let mic_switched = matches!(cmd, Command::SetMicrophone(_));
                 if let Screen::Call(view) = &mut self.screen {
                     match &cmd {
                         Command::SetCamera(v) => {
@@ -331,6 +356,12 @@ impl MeshcallApp {
                     }
                 }
                 self.engine.send(cmd);
+                if mic_switched {
+                    // A microphone gets the user's processing; the tone none.
+                    self.engine.send(Command::SetAudioProcessing(
+                        self.form.processing_for_source(),
+                    ));
+                }
             }
             if rejoin {
                 self.leave();

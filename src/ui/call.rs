@@ -3,7 +3,6 @@
 //! engine itself. That split lets the tests drive the whole screen with made-up events and
 //! synthetic video feeds, exactly as the engine would.
 
-use crate::media::devices::SourceChoice;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +19,7 @@ use crate::engine::api::{
     CallState, Command, Event, RemoteVideo, Simulation, StatsSnapshot, StreamRole, VideoChoice,
     display_name,
 };
-use crate::media::stats::ReceiveStats;
-use crate::peer::PeerConnectionState;
+use crate::engine::api::{PeerConnectionState, ReceiveStats, SourceChoice};
 
 /// What the user asked for on the call screen. Most are engine commands; the rest change which
 /// screen is shown, so the app handles them.
@@ -41,6 +39,10 @@ const SPEAKING_LEVEL: f32 = 0.02;
 /// The active speaker keeps the highlight this long after going quiet, so the border does not
 /// flicker between words.
 const SPEAKER_HOLD_S: f64 = 1.0;
+/// RMS of the local microphone that counts as speech for the "You are muted" notice (about
+/// −34 dBFS: a voice at a laptop microphone, well above room noise).
+const MUTED_SPEECH_LEVEL: f32 = 0.02;
+
 /// Non-fatal notices disappear after this long.
 const NOTICE_TTL_S: f64 = 10.0;
 /// Chat lines kept (older ones scroll away for good).
@@ -111,8 +113,8 @@ pub struct ChatLine {
 pub struct LocalState {
     pub mic_muted: bool,
     pub camera_off: bool,
-    /// A screen share was started (the engine reports failures as an `Error` starting with
-    /// "screen share:", which clears this).
+    /// A screen share was started (the engine reports one that fails or ends with
+    /// `LocalMedia { sharing: false }`).
     pub sharing: bool,
 }
 
@@ -132,6 +134,10 @@ pub struct CallView {
     local_token: Arc<TileToken>,
     pub local: LocalState,
     pub local_level: f32,
+    /// Since when the (muted) microphone has been hearing speech.
+    talking_while_muted_since: Option<f64>,
+    /// Show "You are muted" until then.
+    muted_hint_until: Option<f64>,
     pub chat: Vec<ChatLine>,
     pub unread: usize,
     pub notices: Vec<(f64, String)>,
@@ -139,6 +145,12 @@ pub struct CallView {
     pub send_rtt_ms: Option<f64>,
     speaker: Option<(String, f64)>,
     pub show_stats: bool,
+    /// The screen/window picker is open (S, or the toolbar's "Share screen").
+    pub share_picker_open: bool,
+    /// Per-participant playback volume (1.0 = 100 %), by peer id, for the whole session.
+    pub volumes: HashMap<String, f32>,
+    /// Volume slider moves of this frame, turned into commands after drawing.
+    volume_changes: Vec<(String, f32)>,
     pub show_chat: bool,
     chat_input: String,
     /// Troubleshoot: how long "blackhole media" lasts, in seconds.
@@ -163,6 +175,8 @@ impl CallView {
             local_token: TileToken::new(),
             local: LocalState::default(),
             local_level: 0.0,
+            talking_while_muted_since: None,
+            muted_hint_until: None,
             chat: Vec::new(),
             unread: 0,
             notices: Vec::new(),
@@ -170,6 +184,9 @@ impl CallView {
             send_rtt_ms: None,
             speaker: None,
             show_stats: false,
+            share_picker_open: false,
+            volumes: HashMap::new(),
+            volume_changes: Vec::new(),
             show_chat: false,
             chat_input: String::new(),
             blackhole_secs: 10,
@@ -333,12 +350,16 @@ impl CallView {
                     self.unread += 1;
                 }
             }
-            Event::Stats(s) => self.apply_stats(s),
+            Event::Stats(s) => self.apply_stats(*s),
             Event::Levels { local, peers } => self.apply_levels(local, &peers),
+            Event::LocalMedia {
+                camera_off,
+                sharing,
+            } => {
+                self.local.camera_off = camera_off;
+                self.local.sharing = sharing;
+            }
             Event::Error { message, .. } => {
-                if message.starts_with("screen share:") {
-                    self.local.sharing = false;
-                }
                 self.notices.push((self.now, message));
                 if self.notices.len() > 3 {
                     self.notices.remove(0);
@@ -372,12 +393,30 @@ impl CallView {
 
     fn apply_levels(&mut self, local: f32, peers: &[(String, f32)]) {
         self.local_level = local;
+        // Speech on a muted microphone for half a second: the user is probably talking to the
+        // call without knowing it is muted. The level is measured before the mute.
+        if self.local.mic_muted && local >= MUTED_SPEECH_LEVEL {
+            let since = *self.talking_while_muted_since.get_or_insert(self.now);
+            if self.now - since >= 0.5 {
+                self.muted_hint_until = Some(self.now + 4.0);
+            }
+        } else {
+            self.talking_while_muted_since = None;
+        }
+        if !self.local.mic_muted {
+            self.muted_hint_until = None;
+        }
         for (id, l) in peers {
             if let Some((_, p)) = self.peers.iter_mut().find(|(p, _)| p == id) {
                 p.level = *l;
             }
         }
         self.speaker = next_speaker(self.speaker.take(), peers, self.now);
+    }
+
+    /// Whether the "You are muted" notice is showing.
+    pub fn muted_hint(&self) -> bool {
+        self.local.mic_muted && self.muted_hint_until.is_some_and(|t| self.now < t)
     }
 
     /// Quality badge of a stream, when stats exist for it.
@@ -389,6 +428,61 @@ impl CallView {
             s.now.jitter_ms,
             s.now.fps,
         ))
+    }
+
+    /// Starts sharing what the picker offered (`Screen(id)`, or `Synthetic` for the test pattern)
+    /// and closes the picker.
+    pub fn choose_share(&mut self, what: VideoChoice) -> Vec<CallAction> {
+        self.share_picker_open = false;
+        self.local.sharing = true;
+        vec![CallAction::Send(Command::StartScreenShare(what))]
+    }
+
+    /// The screen/window picker, while open.
+    fn share_picker(&mut self, ctx: &egui::Context, actions: &mut Vec<CallAction>) {
+        let mut open = self.share_picker_open;
+        let mut chosen = None;
+        egui::Window::new("Share your screen")
+            .open(&mut open)
+            .collapsible(false)
+            .resizable(false)
+            .show(ctx, |ui| {
+                let devices: Vec<(String, String)> = self
+                    .screens
+                    .iter()
+                    .filter_map(|c| match c {
+                        SourceChoice::Screen(d) => Some((d.id.clone(), d.name.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                if devices.is_empty() {
+                    if ui.button("Entire screen").clicked() {
+                        chosen = Some(VideoChoice::Screen(String::new()));
+                    }
+                } else {
+                    egui::ScrollArea::vertical()
+                        .max_height(320.0)
+                        .show(ui, |ui| {
+                            for (id, name) in devices {
+                                if ui.button(name).clicked() {
+                                    chosen = Some(VideoChoice::Screen(id));
+                                }
+                            }
+                        });
+                }
+                ui.separator();
+                if ui
+                    .button("Test pattern (synthetic share)")
+                    .on_hover_text("Works without a display; good for trying things out")
+                    .clicked()
+                {
+                    chosen = Some(VideoChoice::Synthetic);
+                }
+            });
+        self.share_picker_open = open;
+        if let Some(what) = chosen {
+            actions.extend(self.choose_share(what));
+        }
     }
 
     /// Applies a shortcut; returns the actions it causes.
@@ -409,12 +503,9 @@ impl CallView {
                     self.local.sharing = false;
                     vec![CallAction::Send(Command::StopScreenShare)]
                 } else {
-                    // The keyboard starts the share that works everywhere: the test pattern.
-                    // The toolbar's picker offers the real screens.
-                    self.local.sharing = true;
-                    vec![CallAction::Send(Command::StartScreenShare(
-                        VideoChoice::Synthetic,
-                    ))]
+                    // S opens the screen/window picker (the test pattern is one of its entries).
+                    self.share_picker_open = true;
+                    Vec::new()
                 }
             }
             Shortcut::ToggleStats => {
@@ -467,6 +558,18 @@ impl CallView {
             // The elapsed counter ticks once a second, not every frame.
             ui.ctx().request_repaint_after(Duration::from_secs(1));
         }
+        if self.muted_hint() {
+            egui::Panel::top("muted_hint")
+                .frame(
+                    egui::Frame::new()
+                        .fill(Color32::from_rgb(150, 40, 40))
+                        .inner_margin(8.0),
+                )
+                .show(ui, |ui| {
+                    ui.colored_label(Color32::WHITE, "You are muted — press M to talk");
+                });
+            ui.ctx().request_repaint_after(Duration::from_millis(500));
+        }
         if !self.notices.is_empty() {
             egui::Panel::top("call_notices").show(ui, |ui| {
                 let mut dismiss = None;
@@ -484,6 +587,14 @@ impl CallView {
             });
         }
         egui::Panel::bottom("call_controls").show(ui, |ui| self.controls(ui, &mut actions));
+        for (peer, volume) in std::mem::take(&mut self.volume_changes) {
+            self.volumes.insert(peer.clone(), volume);
+            actions.push(CallAction::Send(Command::SetPeerVolume { peer, volume }));
+        }
+        if self.share_picker_open {
+            let ctx = ui.ctx().clone();
+            self.share_picker(&ctx, &mut actions);
+        }
         if self.show_chat {
             egui::Panel::right("call_chat")
                 .default_size(280.0)
@@ -616,51 +727,13 @@ impl CallView {
                     actions.extend(self.shortcut(Shortcut::ToggleScreenShare));
                 }
             } else {
-                ui.menu_button("Share screen (S)", |ui| {
-                    let devices: Vec<(String, String)> = self
-                        .screens
-                        .iter()
-                        .filter_map(|c| match c {
-                            SourceChoice::Screen(d) => Some((d.id.clone(), d.name.clone())),
-                            _ => None,
-                        })
-                        .collect();
-                    if devices.is_empty() {
-                        if ui.button("Entire screen").clicked() {
-                            self.local.sharing = true;
-                            actions.push(CallAction::Send(Command::StartScreenShare(
-                                VideoChoice::Screen(String::new()),
-                            )));
-                            ui.close();
-                        }
-                    } else {
-                        egui::ScrollArea::vertical()
-                            .max_height(320.0)
-                            .show(ui, |ui| {
-                                for (id, name) in devices {
-                                    if ui.button(name).clicked() {
-                                        self.local.sharing = true;
-                                        actions.push(CallAction::Send(Command::StartScreenShare(
-                                            VideoChoice::Screen(id),
-                                        )));
-                                        ui.close();
-                                    }
-                                }
-                            });
-                    }
-                    ui.separator();
-                    if ui
-                        .button("Test pattern (synthetic share)")
-                        .on_hover_text("Works without a display; good for trying things out")
-                        .clicked()
-                    {
-                        self.local.sharing = true;
-                        actions.push(CallAction::Send(Command::StartScreenShare(
-                            VideoChoice::Synthetic,
-                        )));
-                        ui.close();
-                    }
-                });
+                let open = self.share_picker_open;
+                if ui
+                    .add(egui::Button::new("Share screen (S)").selected(open))
+                    .clicked()
+                {
+                    self.share_picker_open = !open;
+                }
             }
             let chat = if self.unread > 0 {
                 format!("Chat ({})", self.unread)
@@ -807,11 +880,13 @@ impl CallView {
             }
         }
         let painter = ui.painter_at(area);
+        let mut volume_changes = Vec::new();
         for (i, rect, big) in placed {
             let t = tiles[i];
-            spinning |= self.draw_tile(ui, &painter, t, rect, big);
+            spinning |= self.draw_tile(ui, &painter, t, rect, big, &mut volume_changes);
         }
         self.draw_self(ui, &painter, self_rect);
+        self.volume_changes.extend(volume_changes);
         if spinning {
             // ~20 fps for the spinner only while something is connecting; idle calls do not
             // repaint at all between frames and events.
@@ -853,7 +928,15 @@ impl CallView {
     }
 
     /// Draws one tile; returns whether it shows a spinner.
-    fn draw_tile(&self, ui: &Ui, painter: &egui::Painter, t: &Tile, rect: Rect, big: bool) -> bool {
+    fn draw_tile(
+        &self,
+        ui: &Ui,
+        painter: &egui::Painter,
+        t: &Tile,
+        rect: Rect,
+        big: bool,
+        volume_changes: &mut Vec<(String, f32)>,
+    ) -> bool {
         let peer = self.peer(&t.peer);
         let name = self.tile_name(t);
         painter.rect_filled(rect, CornerRadius::same(8), Color32::from_gray(34));
@@ -884,6 +967,19 @@ impl CallView {
                 pos2(x, rect.top() + 8.0),
                 "Camera off",
                 Color32::from_gray(70),
+            ) + 6.0;
+        }
+        // A receive pipeline that failed (a bug) says so rather than freezing silently.
+        let video_failed = t
+            .video
+            .as_ref()
+            .is_some_and(|v| v.0.stats().failed.is_some());
+        if video_failed {
+            x = badge(
+                painter,
+                pos2(x, rect.top() + 8.0),
+                "Video stopped (error)",
+                Color32::from_rgb(170, 50, 40),
             ) + 6.0;
         }
         let quality = t
@@ -939,6 +1035,9 @@ impl CallView {
         if camera_off {
             label.push_str(", camera off");
         }
+        if video_failed {
+            label.push_str(", video stopped");
+        }
         if busy {
             label.push_str(", connecting");
         }
@@ -950,8 +1049,19 @@ impl CallView {
             &t.peer,
             t.stream_id.as_deref().unwrap_or(""),
         ));
-        let r = ui.interact(rect, id, Sense::hover());
+        let r = ui.interact(rect, id, Sense::click());
         r.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Group, true, &label));
+        // Right-click: this participant's volume (applied in the mixer, for this session).
+        r.context_menu(|ui| {
+            let mut percent = self.volumes.get(&t.peer).copied().unwrap_or(1.0) * 100.0;
+            let slider = egui::Slider::new(&mut percent, 0.0..=200.0)
+                .suffix(" %")
+                .step_by(5.0)
+                .text("Volume");
+            if ui.add(slider).changed() {
+                volume_changes.push((t.peer.clone(), percent / 100.0));
+            }
+        });
         busy
     }
 
@@ -1192,6 +1302,46 @@ mod tests {
     }
 
     #[test]
+    fn speaking_into_a_muted_microphone_shows_a_notice_and_unmuting_clears_it() {
+        let mut v = CallView::new("r", "me");
+        let levels = |v: &mut CallView, t: f64, l: f32| {
+            v.set_now(t);
+            v.apply(Event::Levels {
+                local: l,
+                peers: Vec::new(),
+            });
+        };
+        // Unmuted talk: nothing to say.
+        levels(&mut v, 0.0, 0.1);
+        levels(&mut v, 1.0, 0.1);
+        assert!(!v.muted_hint());
+        v.shortcut(Shortcut::ToggleMic);
+        assert!(v.local.mic_muted);
+        // A cough (one 100 ms burst) is not speech.
+        levels(&mut v, 2.0, 0.1);
+        levels(&mut v, 2.1, 0.001);
+        levels(&mut v, 2.2, 0.001);
+        assert!(!v.muted_hint());
+        // Half a second of speech is.
+        for k in 0..6 {
+            levels(&mut v, 3.0 + f64::from(k) * 0.1, 0.05);
+        }
+        assert!(v.muted_hint());
+        // It fades a few seconds after the talking stops…
+        levels(&mut v, 4.0, 0.0);
+        assert!(v.muted_hint());
+        levels(&mut v, 9.0, 0.0);
+        assert!(!v.muted_hint());
+        // …and unmuting clears it at once.
+        for k in 0..6 {
+            levels(&mut v, 10.0 + f64::from(k) * 0.1, 0.05);
+        }
+        assert!(v.muted_hint());
+        v.shortcut(Shortcut::ToggleMic);
+        assert!(!v.muted_hint());
+    }
+
+    #[test]
     fn stream_added_again_rebinds_the_same_tile() {
         let mut v = CallView::new("r", "me");
         v.apply(Event::PeerJoined {
@@ -1270,16 +1420,20 @@ mod tests {
             v.shortcut(Shortcut::ToggleCamera),
             vec![CallAction::Send(Command::SetCameraEnabled(false))]
         );
+        // S opens the picker; choosing from it starts the share.
+        assert!(v.shortcut(Shortcut::ToggleScreenShare).is_empty());
+        assert!(v.share_picker_open);
         assert_eq!(
-            v.shortcut(Shortcut::ToggleScreenShare),
+            v.choose_share(VideoChoice::Synthetic),
             vec![CallAction::Send(Command::StartScreenShare(
                 VideoChoice::Synthetic
             ))]
         );
-        // A failed share clears the state so S starts it again.
-        v.apply(Event::Error {
-            message: "screen share: screen not available".into(),
-            fatal: false,
+        assert!(!v.share_picker_open && v.local.sharing);
+        // A failed or ended share clears the state so S starts it again.
+        v.apply(Event::LocalMedia {
+            camera_off: false,
+            sharing: false,
         });
         assert!(!v.local.sharing);
         assert!(v.shortcut(Shortcut::ToggleStats).is_empty());
@@ -1329,9 +1483,9 @@ mod tests {
             )],
             ..StatsSnapshot::default()
         };
-        v.apply(Event::Stats(snap(1000, 100)));
+        v.apply(Event::Stats(Box::new(snap(1000, 100))));
         assert!((v.stats[&("p".into(), "s".into())].loss - 100.0 / 1100.0).abs() < 1e-9);
-        v.apply(Event::Stats(snap(2000, 100)));
+        v.apply(Event::Stats(Box::new(snap(2000, 100))));
         assert_eq!(v.stats[&("p".into(), "s".into())].loss, 0.0);
         assert_eq!(v.quality_of("p", "s"), Some(Quality::Good));
     }

@@ -4,7 +4,7 @@
 
 use std::sync::mpsc;
 
-use crate::media::devices::{
+use crate::engine::api::{
     SinkChoice, SourceChoice, audio_sinks, audio_sources, screen_sources, video_sources,
 };
 

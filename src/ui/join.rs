@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::devices::DeviceLists;
 use crate::engine::api::{AudioChoice, Auth, JoinRequest, SpeakerChoice, VideoChoice};
-use crate::media::devices::{SinkChoice, SourceChoice};
+use crate::engine::api::{ProcessingSettings, SinkChoice, SourceChoice};
 
 /// How the user authenticates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -54,6 +54,10 @@ pub enum DeviceChange {
     Camera,
     Microphone,
     Speaker,
+    /// Echo cancellation / noise suppression / gain toggled.
+    AudioProcessing,
+    /// Join and leave sounds toggled.
+    Sounds,
 }
 
 /// Send sizes offered in settings (all 16:9 or 4:3, even, within the encoder's range).
@@ -79,6 +83,11 @@ pub struct JoinForm {
     pub mic_id: String,
     pub speaker: SpeakerOut,
     pub speaker_id: String,
+    /// Processing of a real microphone (all on by default, as in a browser). The test tone is
+    /// always sent unprocessed.
+    pub audio_processing: ProcessingSettings,
+    /// A short sound when somebody joins or leaves.
+    pub sounds: bool,
     pub width: usize,
     pub height: usize,
     pub fps: f32,
@@ -88,6 +97,12 @@ pub struct JoinForm {
     /// `--loopback-only` from the command line (not remembered).
     #[serde(skip)]
     pub loopback_only: bool,
+    /// Camera and microphone were chosen (by the first device scan or by the user); a new
+    /// user's form waits for the scan to pick the system's devices.
+    pub devices_chosen: bool,
+    /// What the first scan decided, shown under the pickers ("No camera found: …").
+    #[serde(skip)]
+    pub device_note: Option<String>,
 }
 
 impl Default for JoinForm {
@@ -105,11 +120,17 @@ impl Default for JoinForm {
             mic_id: String::new(),
             speaker: SpeakerOut::System,
             speaker_id: String::new(),
+            audio_processing: ProcessingSettings::ON,
+            sounds: true,
             width: 1280,
             height: 720,
             fps: 30.0,
             secret: None,
             loopback_only: false,
+            // The defaults keep the synthetic sources; a new user's form (see
+            // `MeshcallApp::load_form`) clears this so the first scan picks real devices.
+            devices_chosen: true,
+            device_note: None,
         }
     }
 }
@@ -227,6 +248,8 @@ impl JoinForm {
         req.video = self.video_choice();
         req.audio = self.audio_choice();
         req.speaker = self.speaker_choice();
+        req.audio_processing = Some(self.processing_for_source());
+        req.sounds = self.sounds;
         if (16..=3840).contains(&self.width)
             && (16..=2160).contains(&self.height)
             && self.width.is_multiple_of(2)
@@ -347,6 +370,14 @@ impl JoinForm {
 .labelled_by(l.id);
                         ui.end_row();
                     });
+                if !self.devices_chosen {
+                    ui.horizontal(|ui| {
+                        ui.spinner();
+                        ui.weak("Looking for a camera and a microphone…");
+                    });
+                } else if let Some(note) = &self.device_note {
+                    ui.weak(note.as_str());
+                }
                 ui.add_space(12.0);
                 if let Some(e) = error.as_deref() {
                     ui.colored_label(Color32::from_rgb(255, 120, 110), e);
@@ -370,6 +401,41 @@ impl JoinForm {
             }
         }
         None
+    }
+
+    /// A new user's defaults from the first device scan: the system's first camera and the
+    /// default microphone when there are any, else the test pattern and tone, saying so.
+    pub fn choose_default_devices(&mut self, lists: &DeviceLists) {
+        if self.devices_chosen {
+            return;
+        }
+        self.devices_chosen = true;
+        let mut notes = Vec::new();
+        match lists.cameras.iter().find_map(|c| match c {
+            SourceChoice::Camera(d) => Some(d),
+            _ => None,
+        }) {
+            Some(cam) => {
+                self.video = VideoSource::Camera;
+                self.camera_id = cam.id.clone();
+            }
+            None => {
+                self.video = VideoSource::TestPattern;
+                notes.push("No camera found: sending a test pattern.");
+            }
+        }
+        if lists
+            .microphones
+            .iter()
+            .any(|m| matches!(m, SourceChoice::Microphone(_)))
+        {
+            self.audio = AudioSource::Microphone;
+            self.mic_id.clear(); // the system default
+        } else {
+            self.audio = AudioSource::TestTone;
+            notes.push("No microphone found: sending a test tone.");
+        }
+        self.device_note = (!notes.is_empty()).then(|| notes.join(" "));
     }
 
     /// The settings that apply to the next join (sources, send size and rate).
@@ -402,6 +468,15 @@ impl JoinForm {
 
     /// The sources and the output. `lists` are the machine's devices (None while the first scan
     /// runs: the pickers then offer what is remembered). Returns which device the user changed.
+    /// The processing for the chosen source: the user's choice for a microphone, off for the
+    /// test tone (its measurements must stay comparable).
+    pub fn processing_for_source(&self) -> ProcessingSettings {
+        match self.audio {
+            AudioSource::Microphone => self.audio_processing,
+            _ => ProcessingSettings::OFF,
+        }
+    }
+
     pub fn settings_ui(
         &mut self,
         ui: &mut Ui,
@@ -488,6 +563,34 @@ impl JoinForm {
                 };
                 if picker.show(ui, outs, &mut self.speaker, &mut self.speaker_id) {
                     changed = Some(DeviceChange::Speaker);
+                }
+                ui.end_row();
+
+                // Microphone processing, switchable during a call.
+                ui.label("Microphone processing");
+                ui.vertical(|ui| {
+                    let p = &mut self.audio_processing;
+                    let mut toggled = ui
+                        .checkbox(&mut p.echo_cancellation, "Echo cancellation")
+                        .changed();
+                    toggled |= ui
+                        .checkbox(&mut p.noise_suppression, "Noise suppression")
+                        .changed();
+                    toggled |= ui.checkbox(&mut p.auto_gain, "Automatic gain").changed();
+                    if toggled {
+                        changed = Some(DeviceChange::AudioProcessing);
+                    }
+                });
+                ui.end_row();
+                ui.label("Sounds");
+                if ui
+                    .checkbox(
+                        &mut self.sounds,
+                        "Play a sound when someone joins or leaves",
+                    )
+                    .changed()
+                {
+                    changed = Some(DeviceChange::Sounds);
                 }
                 ui.end_row();
                 let l = ui.label("Resolution");

@@ -143,7 +143,7 @@ pub fn self_view_rect(area: Rect) -> Rect {
 }
 
 /// After this long offline the banner offers "leave and rejoin": the SDK's own retries are
-/// clearly not getting through (anchors §4.2: users want a manual way out).
+/// clearly not getting through (users want a manual way out).
 pub const REJOIN_AFTER: Duration = Duration::from_secs(30);
 
 /// The reconnect banner's text for a signalling outage that has lasted `elapsed`.
@@ -208,7 +208,7 @@ impl Quality {
     }
 }
 
-/// The weakest-link quality of a stream (anchors §4.7: averages hide the bad link, so the worst
+/// The weakest-link quality of a stream (averages hide the bad link, so the worst
 /// metric decides). `loss` is a fraction 0..1 over the last interval, `rtt_ms` and `jitter_ms` as
 /// measured; `fps` of 0 with packets flowing means frozen video. Thresholds as used by Ant Media's
 /// conference app: poor at RTT ≥ 150 ms, loss ≥ 2.5 % or jitter ≥ 80 ms; fair at half those.

@@ -83,6 +83,10 @@ impl FormOverrides {
         if let Some(a) = self.audio {
             f.audio = a;
         }
+        if self.video.is_some() || self.audio.is_some() {
+            // Sources given on the command line are a choice: no first-scan defaults.
+            f.devices_chosen = true;
+        }
         if let Some((w, h)) = self.size {
             f.width = w;
             f.height = h;
@@ -178,6 +182,8 @@ pub fn run(options: AppOptions) -> anyhow::Result<()> {
                 rt.handle(),
                 EngineOptions {
                     notify: Some(Arc::new(move || poke.request())),
+                    // New cameras, microphones and speakers are announced.
+                    device_scan_every: Some(std::time::Duration::from_secs(5)),
                     ..EngineOptions::default()
                 },
             );

@@ -1,4 +1,4 @@
-//! Video on the GPU (decision M3): each tile's decoded I420 picture goes to three `R8Unorm`
+//! Video on the GPU: each tile's decoded I420 picture goes to three `R8Unorm`
 //! textures (Y full size, U and V quarter size) and a WGSL fragment shader converts to RGB
 //! (BT.601, limited range) while drawing. The CPU does no colour maths and uploads 1.5 bytes per
 //! pixel instead of 4.
@@ -16,7 +16,7 @@ use std::sync::{Arc, Weak};
 use eframe::egui;
 use eframe::egui_wgpu::{self, CallbackResources, CallbackTrait, ScreenDescriptor, wgpu};
 
-use crate::media::receive::DecodedFrame;
+use crate::engine::api::DecodedFrame;
 
 /// The conversion shader. The vertex stage emits one triangle that covers the viewport egui sets
 /// to the callback's rectangle; the fragment stage samples the three planes.

@@ -224,3 +224,37 @@ pub async fn meshcall_channel(
     assert_eq!(dc.label(), "meshcall");
     dc
 }
+
+/// A Chromium peer (official JS SDK, fake camera) driven by `tests/interop/js/browser-peer.mjs`.
+pub fn browser_peer(origin: &str, token: &str, room: &str, name: &str) -> JsonLinesPeer {
+    let mut cmd = Command::new("node");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/js/browser-peer.mjs"
+    ))
+    .args([
+        "--server", origin, "--token", token, "--room", room, "--name", name,
+    ])
+    .args(["--camera", "--dc", "joined"]);
+    JsonLinesPeer::spawn(cmd, "browser", "run tests/interop/js/setup.sh first")
+}
+
+/// A Rust peer ("rust") sending the 640x480@30 synthetic pattern as its camera (role
+/// metadata set), not yet joined. Keep the sender alive for as long as the video should flow.
+pub async fn rust_peer_with_camera(
+    origin: &str,
+) -> (MeteredPeer, meshcall::media::send::VideoSender) {
+    use meshcall::media::send::{TrackSpec, VideoSendSettings, VideoSender};
+    use meshcall::media::synthetic::SyntheticVideoSource;
+    let rust = rust_peer(origin, super::token("rust", "Rust"));
+    let camera = VideoSender::start(
+        Box::new(SyntheticVideoSource::new(640, 480, 30.0).expect("source")),
+        TrackSpec::unique("rust-video", "rust-camera"),
+        VideoSendSettings::default(),
+    )
+    .expect("video sender");
+    rust.add_media(camera.media(), Some(serde_json::json!({"role": "camera"})))
+        .await
+        .expect("add video");
+    (rust, camera)
+}

@@ -4,6 +4,7 @@
 
 pub mod interop;
 pub mod net;
+pub mod pulse;
 pub mod xvfb;
 
 use std::net::SocketAddr;
@@ -32,11 +33,13 @@ pub fn keys() -> KeyRing {
         secret: Secret::new(SECRET.as_bytes().to_vec()),
         channel_patterns: PatternSet::any(),
         actions: Actions::all(),
+        app: String::new(),
     });
     ring.publishable_keys.push(PublishableKey {
         key: PK.into(),
         channel_patterns: PatternSet::any(),
         actions: Actions::all(),
+        app: String::new(),
         allowed_origins: Some(vec!["https://good.example".into()]),
     });
     ring

@@ -62,14 +62,7 @@ pub async fn wait_for_state(p: &RemotePeer, want: PeerConnectionState, secs: u64
 /// `/proc/net/dev` lists the interfaces of this process's network namespace (unlike
 /// `/sys/class/net`, which shows the mount namespace's view).
 pub fn isolated() -> bool {
-    std::fs::read_to_string("/proc/net/dev")
-        .map(|t| {
-            t.lines()
-                .skip(2)
-                .filter_map(|l| l.split(':').next())
-                .all(|name| name.trim() == "lo")
-        })
-        .unwrap_or(false)
+    meshcall::bench::loss::loopback_only_namespace()
 }
 
 /// Runs `nft ARGS`; refuses outside the loopback-only namespace, so a firewall rule never

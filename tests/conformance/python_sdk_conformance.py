@@ -76,7 +76,7 @@ except ImportError as _exc:  # pragma: no cover - environment problem
     sys.exit(2)
 
 EXPECTED_SDK_VERSION = "1.0.2"
-MAX_MESSAGE_SIZE = 65536  # spec S7 / protocol §5.1: welcome.maxMessageSize
+MAX_MESSAGE_SIZE = 65536  # welcome.maxMessageSize: the 64 KiB frame limit
 SHORT = 0.6  # seconds to wait when asserting that something does NOT happen
 
 log = logging.getLogger("conformance")
@@ -606,7 +606,7 @@ async def s_presence_snapshot_and_diff(ctx: Ctx) -> None:
     check(snap_b.left == (), f"bob's snapshot has non-empty left: {describe(snap_b)}")
     check(meta_of(snap_b.joined, alice.id) == {"username": "Alice"},
           f"alice's metadata in bob's snapshot is {meta_of(snap_b.joined, alice.id)!r}, expected {{'username': 'Alice'}}")
-    # newcomer's direct must not overtake its presence diff (S1)
+    # newcomer's direct must not overtake its presence diff (the official SDKs rely on this order)
     await bob.client.send(alice.id, {"hello": "from bob"})
 
     ctx.step("alice sees bob's join diff, then bob's direct")
@@ -615,7 +615,7 @@ async def s_presence_snapshot_and_diff(ctx: Ctx) -> None:
           f"bob's metadata in alice's join diff is {meta_of(ev.joined, bob.id)!r}, expected {{'username': 'Bob'}}")
     check(ev.left == (), f"join diff carries left entries: {describe(ev)}")
     i_dir, _ = await alice.rec.wait(direct_with(lambda d: d == {"hello": "from bob"}), "direct from bob", 3, m_alice)
-    check(i_join < i_dir, "bob's direct reached alice before bob's presence join diff (S1 ordering)")
+    check(i_join < i_dir, "bob's direct reached alice before bob's presence join diff")
 
     ctx.step("bob closes; alice sees left")
     m_alice = alice.rec.mark()
@@ -655,7 +655,7 @@ async def s_publish_message_with_sender_metadata(ctx: Ctx) -> None:
 
 
 async def s_send_direct(ctx: Ctx) -> None:
-    # alice and bob share no channel at all: send is not scoped by channel (S5).
+    # alice and bob share no channel at all: send is not scoped by channel.
     alice = await ctx.jwt("alice", name="Alice", channels=(ctx.room("a"),))
     bob = await ctx.jwt("bob", name="Bob", channels=(ctx.room("b"),))
     payload = {"sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n", "list": [1, "two", None], "ü": "☃"}
@@ -950,7 +950,7 @@ async def s_resubscribe_and_unsubscribe(ctx: Ctx) -> None:
     await alice.rec.wait(joined_has(room, bob.id), "join diff for bob", 3)
     ma = alice.rec.mark()
 
-    ctx.step("re-subscribe: ack + fresh snapshot, no diff to others (S6)")
+    ctx.step("re-subscribe: ack + fresh snapshot, no diff to others")
     snap = await bob.sub_and_snapshot(room)
     check([p.peer_id for p in snap.joined] == [alice.id], f"re-subscribe snapshot {describe(snap)}")
     await alice.rec.expect_none(presence_on(room), "presence diff caused by a re-subscribe", SHORT, ma)
@@ -1007,9 +1007,9 @@ async def s_raw_wire_shapes(ctx: Ctx) -> None:
     for k in ("peerId", "expiresAt", "serverTime", "maxMessageSize"):
         check(k in w, f"welcome lacks {k!r}: {short(w, 300)}")
     check(isinstance(w["serverTime"], int) and not isinstance(w["serverTime"], bool),
-          f"welcome.serverTime {w['serverTime']!r} is not an integer (unix seconds, S9)")
+          f"welcome.serverTime {w['serverTime']!r} is not an integer (unix seconds)")
     check(w["expiresAt"] == jwt_claims(tok)["exp"], f"welcome.expiresAt {w['expiresAt']!r} != exp")
-    check("metadata" not in w, f"welcome.metadata present although the token has none (S9): {short(w)}")
+    check("metadata" not in w, f"welcome.metadata present although the token has none: {short(w)}")
 
     ctx.step("subscribe -> ack -> snapshot")
     await raw.send({"type": "subscribe", "channel": room, "requestId": "sub-1"})
@@ -1048,11 +1048,11 @@ async def s_raw_wire_shapes(ctx: Ctx) -> None:
     ctx.closers.append(rawk.close)
     w = await rawk.expect(lambda f: f["type"] == "welcome", "welcome", "welcome")
     check("expiresAt" in w and w["expiresAt"] is None,
-          f"publishable-key welcome must carry \"expiresAt\": null (S1), got {short(w, 300)}")
+          f"publishable-key welcome must carry \"expiresAt\": null, got {short(w, 300)}")
 
 
 async def s_rate_limit_4011(ctx: Ctx) -> None:
-    """S7: more than the 200-frame burst closes 4011, which the SDK treats as retryable."""
+    """More than the 200-frame burst closes 4011, which the SDK treats as retryable."""
     room = ctx.room()
     p = await ctx.jwt("flood", name="Flood")
     m = p.rec.mark()

@@ -7,7 +7,7 @@
 //! is therefore built, started, held and dropped on one dedicated thread; the source or sink only
 //! holds a handle that ends that thread when dropped.
 //!
-//! No-device detection follows research Gotcha 11: on Linux, ALSA's `default_input_device()`
+//! No-device detection has a trap: on Linux, ALSA's `default_input_device()`
 //! returns `Some("default")` even with no sound card, so the device only counts once
 //! `default_*_config()` succeeds. ALSA's `null` device is hidden: it accepts streams but is not
 //! paced (it "plays" millions of samples per second), so it is useless as a clock.

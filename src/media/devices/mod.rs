@@ -9,7 +9,7 @@
 //! | [`speaker`] | speakers, and [`speaker::NullSink`] for machines without output | cpal |
 //! | [`screen`] | X11 screens and windows | x11rb, MIT-SHM |
 //!
-//! Most machines this project runs on have no camera, sound card or display (spec M2), so "no
+//! Most machines this project runs on have no camera, sound card or display, so "no
 //! device" is an ordinary outcome: opening one is [`MediaError::NoDevice`] with a message that
 //! points at the synthetic source, and every listing here always contains
 //! [`SourceChoice::Synthetic`] — first, with a label saying why, when no real device exists.
@@ -253,7 +253,7 @@ mod tests {
         assert!(matches!(speakers[1], SinkChoice::Discard { .. }));
     }
 
-    /// This machine kind has no camera and no sound card (research, section e). Where one does
+    /// This machine kind has no camera and no sound card. Where one does
     /// exist, the check flips to "the listing shows it".
     #[test]
     fn missing_camera_is_no_device_and_the_listing_offers_the_pattern() {

@@ -2,11 +2,11 @@
 //!
 //! Capture uses MIT-SHM `GetImage`: the server writes the pixels straight into a shared memory
 //! segment, about 0.4 ms per 1280×720 frame against 9 ms for a plain `GetImage` that sends them
-//! over the socket (research, section f). When SHM is unavailable (a remote display, a server
+//! over the socket. When SHM is unavailable (a remote display, a server
 //! without the extension) the plain request is used instead.
 //!
 //! Frames are converted from the server's 32-bit pixels to I420, shrunk to fit 1920×1080 (the
-//! spec's screen-share cap, M1) and paced to at most 15 fps. A window is captured as the
+//! screen-share cap) and paced to at most 15 fps. A window is captured as the
 //! region of the screen it covers, so overlapping windows show as they do on screen, and a
 //! window that moves is followed.
 //!
@@ -30,10 +30,10 @@ use crate::media::frame::I420Frame;
 use crate::media::source::{DeviceInfo, VideoSource, media_clock_us};
 
 const KIND: &str = "screen";
-/// Largest frame sent (M1: screen share up to 1920×1080).
+/// Largest frame sent; bigger screens are scaled down to fit.
 pub const MAX_WIDTH: usize = 1920;
 pub const MAX_HEIGHT: usize = 1080;
-/// Highest capture rate (M1: screen share at 15 fps).
+/// Highest capture rate of a screen share.
 pub const MAX_FPS: u32 = 15;
 
 /// How to open a screen source.

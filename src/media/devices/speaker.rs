@@ -103,11 +103,6 @@ impl SpeakerSink {
     pub fn queued(&self) -> usize {
         self.ring.len()
     }
-
-    /// Output callbacks that ran out of queued audio and played (partly) silence.
-    pub fn underruns(&self) -> u64 {
-        self.underruns.load(Ordering::Relaxed)
-    }
 }
 
 impl AudioSink for SpeakerSink {
@@ -140,6 +135,21 @@ impl AudioSink for SpeakerSink {
             self.pending.drain(..n);
         }
         Ok(accept)
+    }
+
+    fn queued_ms(&mut self) -> Option<u32> {
+        // A closed stream plays nothing: no clock to follow (the next `play` reports why).
+        if self.ring.closed().is_some() {
+            return None;
+        }
+        let ring_ms = self.ring.len() as u64 * 1000 / u64::from(self.device_rate.max(1));
+        let pending_ms = self.pending.len() as u64 * 1000 / u64::from(AUDIO_RATE);
+        Some((ring_ms + pending_ms).min(u64::from(u32::MAX)) as u32)
+    }
+
+    /// Output callbacks that ran out of queued audio and played (partly) silence.
+    fn underruns(&self) -> u64 {
+        self.underruns.load(Ordering::Relaxed)
     }
 }
 

@@ -385,6 +385,8 @@ async function pcSummary(pc) {
                 frameWidth: r.frameWidth,
                 framesDropped: r.framesDropped,
                 framesReceived: r.framesReceived,
+                retransmitted: r.retransmittedPacketsReceived ?? r.retransmittedPacketsSent,
+                nacks: r.nackCount,
                 freezeCount: r.freezeCount,
                 decoder: r.decoderImplementation,
                 jitterBufferDelay: r.jitterBufferDelay,

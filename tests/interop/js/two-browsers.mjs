@@ -278,7 +278,7 @@ async function main() {
             const e = await p.waitFor(`stream-added from ${fromId}`, (e) => e.event === "stream-added" && e.peer === fromId);
             // The SDK's own answer. JS SDK 1.2.0 looks metadata up by the RECEIVING track's id,
             // which Chromium does not take from the SDP msid, so between two Chromiums it is
-            // null (js-sdk.md §8). What the server is responsible for is that the sender's
+            // null. What the server is responsible for is that the sender's
             // {__meteredTrackMeta: {trackId, metadata}} arrives intact and before the SDP: the page
             // checks that by matching it to the msid track id of the received m-section.
             const sdkOk = e.metadata && e.metadata.role === "camera";

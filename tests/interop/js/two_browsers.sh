@@ -99,8 +99,8 @@ if [ -z "$port" ]; then
     exit 1
 fi
 
-# Chromium <-> Chromium has a known client-side glare race (js-sdk.md §6: about 1 join in 10 the
-# pair never connects); a failed attempt is shown with an "attempt N: " prefix and run again in a
+# Chromium <-> Chromium has a known client-side glare race (about 1 join in 10 the pair never
+# connects); a failed attempt is shown with an "attempt N: " prefix and run again in a
 # fresh room. A server fault fails every attempt.
 attempts="${MESHCALL_INTEROP_ATTEMPTS:-2}"
 rc=1

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A WebRTC peer built on the OFFICIAL Python SDK `metered-realtime[webrtc]` (aiortc),
-for interop tests against `meshcall serve` (spec T3).
+for interop tests against `meshcall serve`.
 
     python_peer.py --server ws://127.0.0.1:PORT (--token JWT | --key KEY | --secret KID=SECRET)
                    --room ROOM --name NAME [--peer-id ID] [--token-ttl S] [--video] [--video-size 320x240]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Python <-> Python WebRTC interop through `meshcall serve`: two peers on the official Python SDK
-# `metered-realtime[webrtc]` (aiortc) in one room (spec T3). Everything runs inside ONE
+# `metered-realtime[webrtc]` (aiortc) in one room. Everything runs inside ONE
 # loopback-only network namespace: called outside one (as root) the script re-executes itself
 # under `unshare -n`; already inside one (only `lo`), it runs directly.
 #
