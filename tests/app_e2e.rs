@@ -83,6 +83,40 @@ impl Screen {
         self.grab_sparse(a, 1)
     }
 
+    /// `rows` evenly spaced one-pixel lines across a rectangle, stacked into one picture: enough
+    /// to tell moving video from a frozen or removed tile, and cheap enough (a few kilobytes
+    /// through the X socket) to take 15–30 times a second without the sampling itself taking
+    /// the CPU the app needs on a two-core machine. A whole-tile grab moves ~2.6 MB each time.
+    fn grab_rows(&self, a: Area, rows: usize) -> Shot {
+        // Inside the tile's border, which turns green and thicker while the peer speaks.
+        let a = Area {
+            x0: a.x0 + 8,
+            y0: a.y0 + 8,
+            x1: a.x1.saturating_sub(8).max(a.x0 + 9),
+            y1: a.y1.saturating_sub(8).max(a.y0 + 9),
+        };
+        let mut rgb = Vec::with_capacity(a.w() * rows);
+        for k in 0..rows {
+            let y = a.y0 + (a.h() * (2 * k + 1)) / (2 * rows);
+            let line = self.grab_sparse(
+                Area {
+                    x0: a.x0,
+                    y0: y,
+                    x1: a.x1,
+                    y1: y + 1,
+                },
+                1,
+            );
+            rgb.extend_from_slice(&line.rgb);
+        }
+        Shot {
+            w: a.w(),
+            h: rows,
+            rgb,
+            at: Instant::now(),
+        }
+    }
+
     /// One rectangle of the screen, keeping every `step`-th pixel of every `step`-th row: cheap
     /// enough to sample a tile many times a second in this unoptimised test build.
     fn grab_sparse(&self, a: Area, step: usize) -> Shot {
@@ -277,6 +311,87 @@ fn static_bright(shots: &[Shot], area: Area) -> usize {
             })
         })
         .count()
+}
+
+/// The share of sampled pixels that must differ between two samples for the tile to count as
+/// moving. Xvfb draws deterministically, so a still picture differs in no pixel at all; one
+/// frame of the synthetic pattern at 15 fps changes about 4 % of them (its stripes move a few
+/// pixels), which a 5 % bar missed whenever only one new frame fell between two samples.
+const MOTION: f64 = 0.015;
+
+/// Samples a playing tile for `span`, ~25 times a second, the way the drop phase does.
+async fn sample_tile(screen: &Screen, area: Area, span: Duration) -> Vec<(f64, TileLook)> {
+    let t0 = Instant::now();
+    let mut prev = screen.grab_rows(area, 12);
+    let reference_luma = mean_luma(&prev);
+    let mut last_change = prev.at;
+    let mut timeline = Vec::new();
+    while t0.elapsed() < span {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let now = screen.grab_rows(area, 12);
+        if changed_fraction(&prev, &now, whole(&now)) >= MOTION {
+            last_change = now.at;
+        }
+        let stale = now.at.duration_since(last_change) > Duration::from_millis(300);
+        timeline.push((
+            now.at.duration_since(t0).as_secs_f64(),
+            tile_look(&now, reference_luma, stale),
+        ));
+        prev = now;
+    }
+    timeline
+}
+
+/// How much of a sampled stretch showed moving video, and its longest stretch without.
+#[derive(Debug, Clone, Copy)]
+struct Smoothness {
+    samples: usize,
+    moving: usize,
+    longest_stall: f64,
+}
+
+impl Smoothness {
+    fn of(timeline: &[(f64, TileLook)]) -> Smoothness {
+        let moving = timeline
+            .iter()
+            .filter(|(_, l)| *l == TileLook::Video)
+            .count();
+        let mut longest_stall = 0.0f64;
+        let mut stall_from: Option<f64> = None;
+        for (t, l) in timeline {
+            match (l, stall_from) {
+                (TileLook::Video, Some(from)) => {
+                    longest_stall = longest_stall.max(t - from);
+                    stall_from = None;
+                }
+                (TileLook::Video, None) => {}
+                (_, None) => stall_from = Some(*t),
+                (_, Some(_)) => {}
+            }
+        }
+        if let (Some(from), Some((last, _))) = (stall_from, timeline.last()) {
+            longest_stall = longest_stall.max(last - from);
+        }
+        Smoothness {
+            samples: timeline.len(),
+            moving,
+            longest_stall,
+        }
+    }
+
+    fn moving_share(&self) -> f64 {
+        self.moving as f64 / self.samples.max(1) as f64
+    }
+}
+
+impl std::fmt::Display for Smoothness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} samples moving video, longest stall {:.2} s",
+            self.moving, self.samples, self.longest_stall
+        )
+    }
 }
 
 /// What a tile's rectangle looked like in one sample.
@@ -841,6 +956,16 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
         after.at.duration_since(before.at).as_secs_f64(),
         after.rss_mib
     );
+    // The same sampling as during the drop, with nothing happening: how smoothly this machine
+    // shows the bot's 15 fps when only the call runs; after the reconnect the video must be
+    // back to the same.
+    let baseline = sample_tile(&screen, area, Duration::from_secs(3)).await;
+    let before_drop = Smoothness::of(&baseline);
+    println!("before the drop: {before_drop}");
+    assert!(
+        before_drop.moving_share() >= 0.8 && before_drop.longest_stall < 1.0,
+        "the bot's video plays smoothly before the drop ({before_drop}): {baseline:?}"
+    );
     assert!(
         !bot.poll().iter().any(|v| v["event"] == "simulate"),
         "phase 1 finished before the drop (machine too slow for the 18 s schedule)"
@@ -855,11 +980,11 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     bot.expect("the signalling drop", 30, |v| v["event"] == "simulate")
         .await;
     let sim_at = Instant::now();
-    let mut prev = screen.grab_sparse(area, 3);
+    let mut prev = screen.grab_rows(area, 12);
     let reference_luma = mean_luma(&prev);
     let mut last_change = prev.at;
     let mut timeline: Vec<(f64, TileLook)> = Vec::new();
-    let mut caught = 0;
+    let mut caught: Vec<(Shot, TileLook)> = Vec::new();
     let mut reconnected: Option<Instant> = None;
     // While the bot is away the tile must stay, under the "Reconnecting…" overlay (drawn at
     // 14 points below the spinner in the tile's centre), not vanish: the app's engine keeps a
@@ -877,8 +1002,8 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
     loop {
         app.assert_running();
         tokio::time::sleep(Duration::from_millis(30)).await;
-        let now = screen.grab_sparse(area, 3);
-        if changed_fraction(&prev, &now, whole(&now)) >= 0.05 {
+        let now = screen.grab_rows(area, 12);
+        if changed_fraction(&prev, &now, whole(&now)) >= MOTION {
             last_change = now.at;
         }
         // 15 fps video changes every 67 ms; 300 ms without a change is a stall.
@@ -886,13 +1011,14 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
         let look = tile_look(&now, reference_luma, stale);
         let t = signed_secs(sim_at, now.at);
         if look != TileLook::Video && overlay_checks < 20 && overlay_seen < 0.9 {
+            // Only the overlay's few rows are grabbed, and the whole-screen pictures are kept
+            // for later: encoding PNGs here would take the CPU the app needs right now.
             overlay_checks += 1;
-            let full = screen.grab();
-            overlay_seen = overlay_seen.max(glyphs_match(&full, overlay_region, &overlay_text));
-            if caught < 3 {
+            let region = screen.grab_area(overlay_region);
+            overlay_seen = overlay_seen.max(glyphs_match(&region, whole(&region), &overlay_text));
+            if caught.len() < 3 {
                 // The whole screen, so a person can tell a removed tile from a spinner.
-                caught += 1;
-                full.save(&dir.join(format!("3-drop-{caught}-{look:?}.png")));
+                caught.push((screen.grab(), look));
             }
         }
         timeline.push((t, look));
@@ -917,6 +1043,9 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
         );
     }
     let reconnected = reconnected.expect("reconnected");
+    for (i, (shot, look)) in caught.iter().enumerate() {
+        shot.save(&dir.join(format!("3-drop-{}-{look:?}.png", i + 1)));
+    }
     let not_video: Vec<&(f64, TileLook)> = timeline
         .iter()
         .filter(|(_, l)| *l != TileLook::Video)
@@ -935,51 +1064,32 @@ async fn app_shows_a_synthetic_peer_with_its_name_and_recovers_after_a_signallin
         overlay_seen >= 0.9,
         "the tile showed the reconnecting overlay during the bot's signalling drop (best {overlay_seen:.2}; see 3-drop-*.png)"
     );
-    // From a second after the reconnect, for five seconds: the tile is back with moving video.
-    // On this 2-core machine the debug app (llvmpipe takes ~1.5 cores), the bot and this sampler
-    // compete for the CPU, and the app's picture stalls for 0.3–2 s at a time after the new
-    // connection is up (no change on screen for 300 ms counts as a stall). That choppiness is an
-    // open defect, not a regression: the code before this session's changes measured 27–31 of
-    // ~86 samples moving with 1.6–1.7 s stalls over the same window; the headless peer on the
-    // same reconnect decodes every frame. The old two-second window with a 60 % rule failed on
-    // that code 1 run in 2 here. What this checks is what must never happen: the tile gone or
-    // stuck (a stall of 2.5 s or more, under a fifth of the samples moving, nothing moving in
-    // the last second).
-    let tail: Vec<&(f64, TileLook)> = timeline
+    // From a second after the reconnect, for five seconds: the tile is bound to the new
+    // connection's stream and plays. A tile left on the old connection's receiver would stay
+    // frozen on its last picture; a removed tile reads as no video.
+    //
+    // Measured here: every sample moving before the drop and after the reconnect, also with
+    // two busy loops taking both cores. (An earlier version of this test grabbed the whole tile
+    // 30 times a second and needed 5 % of its pixels to change; one frame of the pattern changes
+    // about 4 %, so it reported 1–2 s "stalls" that were not on screen, and the grabs themselves
+    // took a good part of a core.)
+    let tail: Vec<(f64, TileLook)> = timeline
         .iter()
         .filter(|(t, _)| *t >= signed_secs(sim_at, reconnected) + 1.0)
+        .copied()
         .collect();
-    let moving = tail.iter().filter(|(_, l)| *l == TileLook::Video).count();
-    let mut longest_stall = 0.0f64;
-    let mut stall_from: Option<f64> = None;
-    for (t, l) in &tail {
-        match (l, stall_from) {
-            (TileLook::Video, Some(from)) => {
-                longest_stall = longest_stall.max(t - from);
-                stall_from = None;
-            }
-            (TileLook::Video, None) => {}
-            (_, None) => stall_from = Some(*t),
-            (_, Some(_)) => {}
-        }
-    }
-    if let (Some(from), Some((last, _))) = (stall_from, tail.last()) {
-        longest_stall = longest_stall.max(last - from);
-    }
-    println!(
-        "after the reconnect: {moving} of {} samples moving video, longest stall {longest_stall:.2} s",
-        tail.len()
-    );
+    let after = Smoothness::of(&tail);
+    println!("after the reconnect: {after} (before the drop: {before_drop})");
     let end = tail.last().map_or(0.0, |(t, _)| *t);
     let moving_at_the_end = tail
         .iter()
         .any(|(t, l)| *t >= end - 1.0 && *l == TileLook::Video);
     assert!(
-        tail.len() >= 30
-            && moving as f64 >= 0.2 * tail.len() as f64
-            && longest_stall < 2.5
+        after.samples >= 30
+            && after.moving_share() >= 0.8
+            && after.longest_stall < 1.0
             && moving_at_the_end,
-        "moving video in the tile after the reconnect: {tail:?}"
+        "moving video in the tile after the reconnect ({after}; before the drop: {before_drop}): {tail:?}"
     );
     // After recovery: the same checks as before (the tile is the synthetic video again, with
     // its name tag).
