@@ -17,7 +17,9 @@
 //! | [`url`] | origin validation, connect URL, percent-encoding | pure |
 //! | [`events`] | events, states, `iceServers` allowlist, reason sanitising | pure |
 //! | [`options`], [`error`] | configuration and the error type | pure |
-//! | [`signalling`] | the client handle and its driver task | yes |
+//! | `session` | one welcomed connection's rules: acks, replay, ping, watchdog, frame meanings | pure |
+//! | `driver` | the tokio task: socket, connect attempts, backoff; runs the session | yes |
+//! | [`handle`] | the public [`SignallingClient`] and the state its clones share | spawns the driver |
 //!
 //! The server frame parser lives with the rest of the wire rules, in
 //! [`crate::protocol::server_frames`].
@@ -41,12 +43,17 @@ pub mod error;
 pub mod events;
 pub mod options;
 pub mod requests;
-pub mod signalling;
+mod session;
 pub mod url;
+
+mod driver;
+pub mod handle;
 
 pub use backoff::{CloseAction, ReconnectPolicy, classify_close, reconnect_delay};
 pub use credential::{ApiKey, Credential, TokenProvider};
+pub use driver::MAX_INBOUND_BYTES;
 pub use error::ClientError;
 pub use events::{ClientEvent, ClientState, ConnectedInfo, IceServer, PresencePeer};
+pub use handle::{DEFAULT_MAX_MESSAGE_SIZE, EVENT_CAPACITY, SignallingClient};
 pub use options::ClientOptions;
-pub use signalling::SignallingClient;
+pub use session::RESUBSCRIBE_RETRIES;
