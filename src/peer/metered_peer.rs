@@ -19,7 +19,7 @@ use super::error::{PeerError, PeerEventError, scrub};
 use super::events::{Emitter, EventStream};
 use super::local_media::{FixedTrack, LocalMedia};
 use super::negotiation::is_polite;
-use super::reconcile;
+use super::reconcile::{self, AfterReconnect, Overdue, Reconciler};
 use super::remote_peer::RemotePeer;
 use super::settings::PeerSettings;
 use super::signals::{DirectPayload, TrackMeta, classify_direct, track_meta_json};
@@ -97,13 +97,6 @@ struct LocalTrack {
     metadata: Option<Value>,
 }
 
-#[derive(Default)]
-struct Reconcile {
-    pending: bool,
-    deadline: Option<Instant>,
-    forced: u32,
-}
-
 struct Emitters {
     state: Emitter<StateChange<MeteredPeerState>>,
     peer_joined: Emitter<RemotePeer>,
@@ -124,7 +117,7 @@ struct Inner {
     local_id: Mutex<Option<String>>,
     ice_servers: Mutex<Vec<IceServer>>,
     local_tracks: Mutex<Vec<LocalTrack>>,
-    reconcile: Mutex<Reconcile>,
+    reconcile: Mutex<Reconciler>,
     ev: Emitters,
     stop: Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -144,6 +137,10 @@ impl MeteredPeer {
     pub fn new(options: ClientOptions, settings: PeerSettings) -> Result<MeteredPeer, PeerError> {
         let (client, events) = SignallingClient::new(options)?;
         let cap = settings.event_capacity;
+        let reconciler = Reconciler::new(
+            settings.reconcile_deadline,
+            settings.max_forced_resubscribes,
+        );
         Ok(MeteredPeer {
             inner: Arc::new(Inner {
                 client,
@@ -156,7 +153,7 @@ impl MeteredPeer {
                 local_id: Mutex::new(None),
                 ice_servers: Mutex::new(Vec::new()),
                 local_tracks: Mutex::new(Vec::new()),
-                reconcile: Mutex::new(Reconcile::default()),
+                reconcile: Mutex::new(reconciler),
                 ev: Emitters {
                     state: Emitter::new(cap),
                     peer_joined: Emitter::new(cap),
@@ -316,7 +313,7 @@ impl MeteredPeer {
     }
 
     async fn teardown(&self, reason: String) {
-        lock(&self.inner.reconcile).pending = false;
+        lock(&self.inner.reconcile).cancel();
         let peers: Vec<RemotePeer> = std::mem::take(&mut *lock(&self.inner.peers));
         for p in &peers {
             p.close(std::time::Duration::ZERO);
@@ -595,7 +592,7 @@ impl MeteredPeer {
         mut stop: oneshot::Receiver<()>,
     ) {
         loop {
-            let deadline = lock(&self.inner.reconcile).deadline;
+            let deadline = lock(&self.inner.reconcile).poll_timeout();
             tokio::select! {
                 ev = events.recv() => match ev {
                     Some(ev) => self.client_event(ev).await,
@@ -622,20 +619,13 @@ impl MeteredPeer {
                     *lock(&self.inner.ice_servers) = ice;
                 }
                 if info.is_reconnect {
-                    let mut r = lock(&self.inner.reconcile);
-                    if r.pending {
-                        if lock(&self.inner.peers).is_empty() {
-                            r.pending = false;
-                            r.deadline = None;
-                            drop(r);
-                            if self.state() == MeteredPeerState::Reconnecting {
-                                self.set_state(MeteredPeerState::Joined);
-                            }
-                        } else {
-                            r.forced = 0;
-                            r.deadline =
-                                Some(Instant::now() + self.inner.settings.reconcile_deadline);
-                        }
+                    let have_peers = !lock(&self.inner.peers).is_empty();
+                    let after =
+                        lock(&self.inner.reconcile).on_reconnected(Instant::now(), have_peers);
+                    if after == AfterReconnect::Done
+                        && self.state() == MeteredPeerState::Reconnecting
+                    {
+                        self.set_state(MeteredPeerState::Joined);
                     }
                 }
             }
@@ -651,11 +641,7 @@ impl MeteredPeer {
                         MeteredPeerState::Joined | MeteredPeerState::Reconnecting
                     )
                 {
-                    {
-                        let mut r = lock(&self.inner.reconcile);
-                        r.pending = true;
-                        r.deadline = None;
-                    }
+                    lock(&self.inner.reconcile).on_drop();
                     for p in self.remote_peers() {
                         p.set_state(PeerConnectionState::Reconnecting);
                     }
@@ -682,8 +668,8 @@ impl MeteredPeer {
                 if Some(&channel) != lock(&self.inner.channel).as_ref() {
                     return;
                 }
-                let pending = lock(&self.inner.reconcile).pending;
-                if pending {
+                let reconcile = lock(&self.inner.reconcile).take_snapshot();
+                if reconcile {
                     self.reconcile_from_snapshot(&joined).await;
                 } else {
                     for p in joined {
@@ -878,11 +864,6 @@ impl MeteredPeer {
             .map(|p| (p.peer_id.clone(), p.metadata.clone()))
             .collect();
         let plan = reconcile::plan(&known, &snapshot, &local);
-        {
-            let mut r = lock(&self.inner.reconcile);
-            r.pending = false;
-            r.deadline = None;
-        }
         for id in &plan.departures {
             self.remove_peer(id);
         }
@@ -912,38 +893,26 @@ impl MeteredPeer {
     }
 
     async fn reconcile_deadline(&self) {
-        let (pending, forced) = {
-            let mut r = lock(&self.inner.reconcile);
-            r.deadline = None;
-            (r.pending, r.forced)
-        };
-        if !pending
-            || self.state() != MeteredPeerState::Reconnecting
-            || self.inner.client.state() != ClientState::Connected
-        {
-            return;
-        }
-        let Some(channel) = self.channel() else {
-            return;
-        };
-        if forced < self.inner.settings.max_forced_resubscribes {
-            {
-                let mut r = lock(&self.inner.reconcile);
-                r.forced += 1;
-                r.deadline = Some(Instant::now() + self.inner.settings.reconcile_deadline);
+        let can_ask = self.state() == MeteredPeerState::Reconnecting
+            && self.inner.client.state() == ClientState::Connected;
+        let overdue = lock(&self.inner.reconcile).handle_timeout(Instant::now(), can_ask);
+        match overdue {
+            None => {}
+            Some(Overdue::Resubscribe { attempt }) => {
+                let Some(channel) = self.channel() else {
+                    return;
+                };
+                debug!(attempt, "reconcile snapshot overdue: resubscribing");
+                let client = self.inner.client.clone();
+                let include = self.inner.include_sender_metadata.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let _ = client.subscribe(&channel, include).await;
+                });
             }
-            debug!(
-                forced = forced + 1,
-                "reconcile snapshot overdue: resubscribing"
-            );
-            let client = self.inner.client.clone();
-            let include = self.inner.include_sender_metadata.load(Ordering::SeqCst);
-            tokio::spawn(async move {
-                let _ = client.subscribe(&channel, include).await;
-            });
-        } else {
-            warn!("reconcile timed out");
-            self.inner.ev.errors.emit(PeerEventError::ReconcileTimeout);
+            Some(Overdue::GiveUp) => {
+                warn!("reconcile timed out");
+                self.inner.ev.errors.emit(PeerEventError::ReconcileTimeout);
+            }
         }
     }
 }
