@@ -73,8 +73,8 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)"
 
 if [ "$no_build" -eq 0 ]; then
-    echo "== cargo build --release"
-    cargo build --release --locked --bin meshcall
+    echo "== cargo build --release (without the bench feature)"
+    cargo build --release --locked --bin meshcall --no-default-features
 fi
 bin="${binary:-$target_dir/release/meshcall}"
 [ -x "$bin" ] || fail "no binary at $bin (build it, or drop --no-build)"

@@ -23,6 +23,7 @@
 //! design notes on media live in `docs/`.
 
 pub mod auth;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod client;
 pub mod engine;

@@ -69,6 +69,76 @@ pub enum SpeakerChoice {
     Speaker(Option<String>),
 }
 
+/// A source or speaker named on the command line that does not parse; the message lists the
+/// accepted forms.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ChoiceError(&'static str);
+
+/// `synthetic`, `camera[:ID]`, `screen[:ID]` or `none` (the forms `meshcall join --video` takes).
+impl std::str::FromStr for VideoChoice {
+    type Err = ChoiceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.split_once(':') {
+            None if s == "none" => VideoChoice::None,
+            None if s == "synthetic" => VideoChoice::Synthetic,
+            None if s == "camera" => VideoChoice::Camera("0".into()),
+            None if s == "screen" => VideoChoice::Screen(String::new()),
+            Some(("camera", id)) => VideoChoice::Camera(id.into()),
+            Some(("screen", id)) => VideoChoice::Screen(id.into()),
+            _ => {
+                return Err(ChoiceError(
+                    "--video must be synthetic, camera[:ID], screen[:ID] or none",
+                ));
+            }
+        })
+    }
+}
+
+/// `synthetic`, `mic[:ID]`, `file:PATH.wav` or `none` (the forms `meshcall join --audio` takes).
+impl std::str::FromStr for AudioChoice {
+    type Err = ChoiceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.split_once(':') {
+            None if s == "none" => AudioChoice::None,
+            None if s == "synthetic" => AudioChoice::Synthetic,
+            None if s == "mic" => AudioChoice::Microphone(None),
+            Some(("mic", id)) => AudioChoice::Microphone(Some(id.into())),
+            Some(("file", path)) if !path.is_empty() => AudioChoice::File(path.into()),
+            _ => {
+                return Err(ChoiceError(
+                    "--audio must be synthetic, mic[:ID], file:PATH.wav or none",
+                ));
+            }
+        })
+    }
+}
+
+/// `default`, `pulse:NAME`, a listed speaker id or `none` (the forms `meshcall join --speaker`
+/// takes).
+impl std::str::FromStr for SpeakerChoice {
+    type Err = ChoiceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.split_once(':') {
+            None if s == "none" => SpeakerChoice::None,
+            None if s == "default" => SpeakerChoice::Speaker(None),
+            // cpal names PulseAudio sinks `pulseaudio:NAME`.
+            Some(("pulse", name)) if !name.is_empty() => {
+                SpeakerChoice::Speaker(Some(format!("pulseaudio:{name}")))
+            }
+            Some((_, id)) if !id.is_empty() => SpeakerChoice::Speaker(Some(s.to_string())),
+            _ => {
+                return Err(ChoiceError(
+                    "--speaker must be default, pulse:NAME, a speaker id or none",
+                ));
+            }
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinRequest {
     /// Signalling origin, e.g. `ws://127.0.0.1:9292` (ignored for [`Auth::ThisComputer`]).
@@ -336,6 +406,60 @@ pub struct AudioOutStats {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn source_choices_parse_from_the_command_line_forms() {
+        let video: &[(&str, Option<VideoChoice>)] = &[
+            ("none", Some(VideoChoice::None)),
+            ("synthetic", Some(VideoChoice::Synthetic)),
+            ("camera", Some(VideoChoice::Camera("0".into()))),
+            (
+                "camera:/dev/video2",
+                Some(VideoChoice::Camera("/dev/video2".into())),
+            ),
+            ("screen", Some(VideoChoice::Screen(String::new()))),
+            ("screen:x11:0", Some(VideoChoice::Screen("x11:0".into()))),
+            ("webcam", None),
+            ("", None),
+        ];
+        for (text, want) in video {
+            assert_eq!(text.parse::<VideoChoice>().ok(), *want, "{text:?}");
+        }
+        let audio: &[(&str, Option<AudioChoice>)] = &[
+            ("none", Some(AudioChoice::None)),
+            ("synthetic", Some(AudioChoice::Synthetic)),
+            ("mic", Some(AudioChoice::Microphone(None))),
+            (
+                "mic:pulse:in",
+                Some(AudioChoice::Microphone(Some("pulse:in".into()))),
+            ),
+            ("file:a.wav", Some(AudioChoice::File("a.wav".into()))),
+            ("file:", None),
+            ("tone", None),
+        ];
+        for (text, want) in audio {
+            assert_eq!(text.parse::<AudioChoice>().ok(), *want, "{text:?}");
+        }
+        let speaker: &[(&str, Option<SpeakerChoice>)] = &[
+            ("none", Some(SpeakerChoice::None)),
+            ("default", Some(SpeakerChoice::Speaker(None))),
+            (
+                "pulse:out",
+                Some(SpeakerChoice::Speaker(Some("pulseaudio:out".into()))),
+            ),
+            (
+                "alsa:hw0",
+                Some(SpeakerChoice::Speaker(Some("alsa:hw0".into()))),
+            ),
+            ("pulse:", None),
+            ("loud", None),
+        ];
+        for (text, want) in speaker {
+            assert_eq!(text.parse::<SpeakerChoice>().ok(), *want, "{text:?}");
+        }
+        let err = "webcam".parse::<VideoChoice>().unwrap_err().to_string();
+        assert!(err.contains("camera[:ID]"), "{err}");
+    }
 
     #[test]
     fn names_fall_back_in_order() {
