@@ -1,8 +1,8 @@
 //! The public handle: [`SignallingClient`], a cheap clone around shared state (state, peer id,
 //! tracked channels, the current connection's command queue).
 //!
-//! `connect()` starts one driver task per session ([`super::driver`]) that owns everything with
-//! a lifetime: the socket, the timers, the backoff, and the protocol core ([`super::session`]).
+//! `connect()` starts one driver task per session (`driver`) that owns everything with
+//! a lifetime: the socket, the timers, the backoff, and the protocol core (`session`).
 //! API calls talk to it through a bounded command queue and get their answer on a oneshot, so no
 //! lock is ever held across an await and per-socket state needs no lock at all.
 //!

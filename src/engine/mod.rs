@@ -3,7 +3,7 @@
 //! only through [`api::Command`]s and read [`api::Event`]s; neither touches webrtc or tokio.
 //!
 //! The engine is one tokio task per call. Per remote peer it runs small watcher tasks that turn
-//! SDK events into engine events; every media object lives in [`CallMedia`] and is dropped
+//! SDK events into engine events; every media object lives in `CallMedia` and is dropped
 //! (threads joined) on leave.
 //!
 //! App-level data messages (documented in the README, sent server-routed so they also reach

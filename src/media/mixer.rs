@@ -35,7 +35,7 @@ const PLAYOUT_QUIET: Duration = Duration::from_secs(20);
 
 /// How much audio to keep queued in the speaker, sans-IO: starts at [`PLAYOUT_QUEUE_MS`], goes
 /// up by 20 ms (to [`PLAYOUT_QUEUE_MAX_MS`]) each time the device ran dry, and back down by
-/// 10 ms after each quiet [`PLAYOUT_QUIET`]. A gap in the played audio is heard, and it also
+/// 10 ms after each quiet `PLAYOUT_QUIET`. A gap in the played audio is heard, and it also
 /// moves the echo path under the echo canceller; a longer queue costs only latency.
 #[derive(Debug)]
 pub struct PlayoutTarget {

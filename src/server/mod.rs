@@ -1,5 +1,5 @@
-//! The signalling server: a pure hub ([`hub`]) inside a thin tokio/axum shell ([`ws`] for the
-//! WebSocket endpoint, [`rest`] for the control plane), configured by [`config`].
+//! The signalling server: a pure hub ([`hub`]) inside a thin tokio/axum shell (`ws` for the
+//! WebSocket endpoint, `rest` for the control plane), configured by [`config`].
 //!
 //! [`Server::start`] binds, spawns and returns a handle; the CLI (`meshcall serve`), the tests
 //! and the desktop app's embedded mode all start the server the same way.
@@ -37,7 +37,7 @@ use metrics::ShellMetrics;
 
 pub use config::{ServerConfig, TlsConfig};
 
-/// Network-shell settings (the hub has its own [`HubConfig`]).
+/// Network-shell settings (the hub has its own [`hub::HubConfig`]).
 #[derive(Debug, Clone)]
 pub struct ShellSettings {
     /// WebSocket ping after this much inbound silence (30 s by default).

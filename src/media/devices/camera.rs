@@ -6,7 +6,7 @@
 //! always gets the freshest picture, and [`CameraSource::next_frame`] waits at most
 //! [`FRAME_TIMEOUT`] before reporting [`MediaError::DeviceLost`].
 //!
-//! Formats: the device mode closest to the request is chosen by [`choose_format`]; YUYV, NV12,
+//! Formats: the device mode closest to the request is chosen by `choose_format`; YUYV, NV12,
 //! grey and raw RGB/BGR are converted to I420 directly. MJPEG is decoded to RGB by nokhwa
 //! (libjpeg-turbo through mozjpeg) and then converted, which costs roughly 5–10 ms per 720p frame
 //! on one core: acceptable at 30 fps, and the price of the 30 fps modes most USB cameras only
