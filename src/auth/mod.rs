@@ -9,22 +9,29 @@
 //!
 //! - [`glob`]: channel patterns (`*`, `**`, `\` escapes), matched without backtracking.
 //! - [`actions`]: `publish` / `subscribe` / `presence` / `send` and sets of them.
-//! - [`keys`]: secret and publishable keys, the [`KeyRing`], the [`Principal`].
-//! - [`jwt`]: token minting and the verification rules.
+//! - [`error`]: [`AuthError`], why a credential was refused, and its close code.
+//! - [`principal`]: the [`Principal`] every credential kind yields.
+//! - [`keys`]: secret and publishable keys and the [`KeyRing`] (publishable-key lookup).
+//! - [`jwt`]: token minting and the verification rules ([`KeyRing::verify_token`]).
+//!
+//! Dependencies run one way, top of this list first: `error`, `actions`, `glob` → `principal` →
+//! `keys` → `jwt`.
 //!
 //! Credentials never appear in `Debug` output or error messages.
 
 pub mod actions;
+pub mod error;
 pub mod glob;
 pub mod jwt;
 pub mod keys;
+pub mod principal;
 
 pub use actions::{Action, Actions};
+pub use error::AuthError;
 pub use glob::{ChannelPattern, GlobError, MAX_PATTERN_LEN, PatternSet};
 pub use jwt::{
-    AuthError, DEFAULT_TTL_SECS, MAX_METADATA_BYTES, MAX_PEER_METADATA_BYTES, MAX_TOKEN_LEN,
-    MAX_TTL_SECS, MintRequest, mint,
+    DEFAULT_TTL_SECS, MAX_METADATA_BYTES, MAX_PEER_METADATA_BYTES, MAX_TOKEN_LEN, MAX_TTL_SECS,
+    MintRequest, mint,
 };
-pub use keys::{
-    KeyRing, KeyRingError, Principal, PrincipalKind, PublishableKey, Secret, SecretKey,
-};
+pub use keys::{KeyRing, KeyRingError, PublishableKey, Secret, SecretKey};
+pub use principal::{Principal, PrincipalKind};

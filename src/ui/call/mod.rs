@@ -1,4 +1,4 @@
-//! The call screen. [`CallView`] is a plain model fed with engine [`Event`]s (`apply`) and drawn
+//! The call screen. [`CallView`] is a plain model fed with engine [`Event`](crate::engine::api::Event)s (`apply`) and drawn
 //! by `ui`, which returns what the user asked for as [`CallAction`]s; it never talks to the
 //! engine itself. That split lets the tests drive the whole screen with made-up events and
 //! synthetic video feeds, exactly as the engine would.
