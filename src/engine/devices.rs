@@ -12,8 +12,11 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::api::{AudioChoice, Event, SpeakerChoice, VideoChoice};
-use super::{Call, Out, handle_set_camera_enabled, lock, open_audio, open_speaker, open_video};
-use super::{processing_for, set_camera_source};
+use super::call::{Call, handle_set_camera_enabled, set_camera_source};
+use super::call_media::{open_audio, open_speaker, open_video, processing_for};
+use super::handle::Out;
+use super::lock;
+
 use crate::media::source::{AudioSource, DeviceInfo};
 use crate::media::synthetic::SyntheticAudioSource;
 

@@ -1,0 +1,140 @@
+//! From the join request's authentication to a signalling origin and credential: tokens as
+//! given, publishable keys, and tokens minted locally (a secret, or "this computer").
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::api::*;
+use super::local;
+use crate::auth::{Actions, MintRequest, PatternSet, Secret, SecretKey, mint};
+use crate::client::Credential;
+
+pub(super) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A peer id from a display name: lowercase ASCII letters/digits plus a random suffix, so that
+/// two "Alice" bots do not collide.
+pub fn peer_id_from_name(name: &str) -> String {
+    let base: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .take(32)
+        .collect();
+    let base = if base.is_empty() {
+        "peer".to_string()
+    } else {
+        base
+    };
+    format!("{base}-{:04x}", rand::random::<u16>())
+}
+
+/// Why a join could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the secret must be at least 16 bytes")]
+    ShortSecret,
+    #[error("the server URL must start with ws:// or wss:// (got {0:?})")]
+    BadUrl(String),
+    #[error("the room name is empty")]
+    EmptyRoom,
+    #[error("could not start or reach the local server: {0}")]
+    Local(String),
+}
+
+/// A credential that mints a fresh token on every connect.
+pub(super) fn minting_credential(
+    kid: &str,
+    secret: &str,
+    name: &str,
+    room: &str,
+    peer_id: Option<&str>,
+) -> Credential {
+    let key = Arc::new(SecretKey {
+        kid: kid.to_string(),
+        secret: Secret::new(secret.as_bytes().to_vec()),
+        channel_patterns: PatternSet::any(),
+        actions: Actions::all(),
+        app: String::new(),
+    });
+    let sub = peer_id.map_or_else(|| peer_id_from_name(name), str::to_string);
+    let (name, room) = (name.to_string(), room.to_string());
+    Credential::token_provider(move || {
+        let req = MintRequest {
+            sub: sub.clone(),
+            channels: Some(vec![crate::auth::glob::escape(&room)]),
+            ttl_secs: 3600,
+            peer_metadata: Some(json!({ "username": name })),
+            ..MintRequest::default()
+        };
+        let r = mint(&key, &req, now_unix())
+            .map(|(t, _)| t)
+            .map_err(|e| e.to_string());
+        async move { r }
+    })
+}
+
+/// Resolves the request's auth into (origin, credential); may start the embedded server.
+pub(super) async fn credential_for(
+    req: &JoinRequest,
+    local: &local::LocalServerOptions,
+    keep: &mut Option<local::LocalServer>,
+) -> Result<(String, Credential), JoinError> {
+    if req.room.trim().is_empty() {
+        return Err(JoinError::EmptyRoom);
+    }
+    let url_ok = |s: &str| s.starts_with("ws://") || s.starts_with("wss://");
+    match &req.auth {
+        Auth::Token(t) => {
+            if !url_ok(&req.server) {
+                return Err(JoinError::BadUrl(req.server.clone()));
+            }
+            let t = t.clone();
+            Ok((
+                req.server.clone(),
+                Credential::token_provider(move || {
+                    let t = t.clone();
+                    async move { Ok::<String, String>(t) }
+                }),
+            ))
+        }
+        Auth::Key(k) => {
+            if !url_ok(&req.server) {
+                return Err(JoinError::BadUrl(req.server.clone()));
+            }
+            Ok((req.server.clone(), Credential::api_key(k.clone())))
+        }
+        Auth::Secret { kid, secret } => {
+            if !url_ok(&req.server) {
+                return Err(JoinError::BadUrl(req.server.clone()));
+            }
+            if secret.len() < 16 {
+                return Err(JoinError::ShortSecret);
+            }
+            Ok((
+                req.server.clone(),
+                minting_credential(kid, secret, &req.name, &req.room, req.peer_id.as_deref()),
+            ))
+        }
+        Auth::ThisComputer => {
+            let server = local::ensure(local)
+                .await
+                .map_err(|e| JoinError::Local(e.to_string()))?;
+            let origin = server.origin.clone();
+            let cred = minting_credential(
+                &server.kid,
+                &server.secret,
+                &req.name,
+                &req.room,
+                req.peer_id.as_deref(),
+            );
+            *keep = Some(server);
+            Ok((origin, cred))
+        }
+    }
+}
