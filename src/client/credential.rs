@@ -51,6 +51,8 @@ pub enum Credential {
 }
 
 impl Credential {
+    /// A fixed API key, sent unchanged on every connect. An empty key is refused by
+    /// `SignallingClient::new` with `InvalidOptions`.
     pub fn api_key(key: impl Into<String>) -> Self {
         Credential::ApiKey(ApiKey(key.into()))
     }

@@ -16,7 +16,9 @@ pub enum ClientError {
     /// it is kept out of `Display` because it is server-controlled.
     #[error("connect failed (close code {close_code:?})")]
     ConnectFailed {
+        /// Close code or refused-upgrade HTTP status; `None` when no code was ever received.
         close_code: Option<u16>,
+        /// Sanitised server text or our own description of the failure; never the URL.
         reason: String,
     },
     /// The call needs a connected client; nothing was sent.
@@ -32,13 +34,21 @@ pub enum ClientError {
     /// through verbatim; branch on `code`, never on `message`.
     #[error("server refused the request: {code}")]
     Server {
+        /// The server's machine-readable code (e.g. `peer_not_found`), passed through as sent.
         code: String,
+        /// Optional human-readable text from the server, unsanitised: for logs, not for logic.
         message: Option<String>,
     },
     /// The full serialised frame exceeds the server's `maxMessageSize`; the check covers the
     /// whole envelope, not just `data`, and nothing was sent.
     #[error("frame of {size} bytes exceeds the {max}-byte limit")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// Length of the serialised frame, in bytes.
+        size: usize,
+        /// The limit it was checked against: the latest welcome's `maxMessageSize` (65536
+        /// before the first welcome).
+        max: usize,
+    },
     /// Channel empty, longer than 256 bytes or containing control characters.
     #[error("invalid channel name")]
     InvalidChannel,

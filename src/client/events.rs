@@ -30,6 +30,8 @@ pub enum ClientState {
 /// A member in a presence snapshot or diff.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PresencePeer {
+    /// The member's peer id (its JWT `sub`, or the server-made UUID of a publishable-key
+    /// connection). One peer id may stand for several connections.
     pub peer_id: String,
     /// The member's JWT `peerMetadata`. Untrusted peer input: never use it for authorisation.
     pub metadata: Option<Value>,
@@ -41,8 +43,10 @@ pub struct IceServer {
     /// One or more `stun:`/`stuns:`/`turn:`/`turns:` URLs (a single string is accepted on input).
     #[serde(deserialize_with = "string_or_list")]
     pub urls: Vec<String>,
+    /// TURN username; `None` for STUN. A secret like `credential`: `Debug` redacts it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// TURN password (often a time-limited HMAC); `None` for STUN. Redacted in `Debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
@@ -75,6 +79,8 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
 /// Everything the welcome told us.
 #[derive(Debug, Clone)]
 pub struct ConnectedInfo {
+    /// Our peer id as the server assigned it: the JWT `sub`, or a server-made UUID for a
+    /// publishable-key connection (which need not survive a reconnect). Others see us by it.
     pub peer_id: String,
     /// Server clock, unix seconds.
     pub server_time: u64,
@@ -101,47 +107,77 @@ pub enum ClientEvent {
     /// (`will_reconnect: false`) is always emitted when the client stops on its own: terminal
     /// close code, reconnect disabled, budget spent. Not emitted for `close()`.
     Disconnected {
+        /// WebSocket close code: the server's, ours (4000 after inactivity, 1009 for an
+        /// oversized inbound frame), or 1006 when the socket died without a close frame. When
+        /// the client gives up after failed reconnect attempts it is the last attempt's code,
+        /// which may be the HTTP status of a refused upgrade (e.g. 429).
         code: u16,
         /// Server-controlled text, sanitised: control characters stripped, at most 123 bytes.
         reason: String,
+        /// `true`: the client moves to `Reconnecting` and keeps trying. `false`: it stopped
+        /// for good and a `StateChanged` to `Closed` follows.
         will_reconnect: bool,
     },
     /// A channel broadcast (`message` frame).
     Message {
+        /// The channel it was published on (one this client is subscribed to).
         channel: String,
+        /// The sender's peer id. The sending connection gets no echo, but another connection
+        /// under our own peer id does, so this can equal ours.
         from: String,
+        /// The payload exactly as published (any JSON value, untrusted peer input).
         data: Value,
+        /// The sender's `peerMetadata`; present only if we subscribed with
+        /// `include_sender_metadata` and the sender has some. Untrusted.
         from_metadata: Option<Value>,
     },
     /// A direct message (`direct` frame).
     Direct {
+        /// The sender's peer id (not necessarily on any channel we share).
         from: String,
+        /// The payload exactly as sent (any JSON value, untrusted peer input).
         data: Value,
+        /// The sender's `peerMetadata`, whenever it has some (no opt-in for directs). Untrusted.
         from_metadata: Option<Value>,
     },
     /// A presence snapshot (the first after each subscribe) or diff. Passed through as the
     /// server sent it; filtering out the own id is the caller's business.
     Presence {
+        /// The channel whose membership this describes.
         channel: String,
+        /// Members that arrived; in a snapshot, everyone currently subscribed.
         joined: Vec<PresencePeer>,
+        /// Members that went (usually without metadata); empty in a snapshot.
         left: Vec<PresencePeer>,
     },
     /// An `error` frame no pending request was waiting for.
     ServerError {
+        /// The server's machine-readable code, passed through as sent.
         code: String,
+        /// Optional human-readable text from the server, unsanitised: for logs, not for logic.
         message: Option<String>,
     },
     /// The server announced a shutdown; a 1001 close follows. The value (clamped to
     /// ≤ 300 000 ms, 1000 when missing) is also the floor of the next reconnect delay.
-    GoingAway { retry_after_ms: u64 },
+    GoingAway {
+        /// Milliseconds the server asks us to wait before reconnecting.
+        retry_after_ms: u64,
+    },
     /// The token provider failed 3 times in a row, and again on each failure after that.
     /// `message` is scrubbed of credentials.
     TokenProviderError {
+        /// Failures in a row so far (3 on the first event); reset by a successful call.
         consecutive_failures: u32,
+        /// The provider's latest error text, scrubbed.
         message: String,
     },
     /// Every state transition, in order.
-    StateChanged { from: ClientState, to: ClientState },
+    StateChanged {
+        /// The state before the transition.
+        from: ClientState,
+        /// The state now; never equal to `from`.
+        to: ClientState,
+    },
 }
 
 /// Why an `iceServers` list was voided (for the log line; never shown with the values).

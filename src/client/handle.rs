@@ -334,6 +334,8 @@ impl SignallingClient {
         }
     }
 
+    /// The current lifecycle state, read now: it may change right after. To follow it, watch
+    /// [`ClientEvent::StateChanged`] instead of polling.
     pub fn state(&self) -> ClientState {
         lock(&self.inner().shared).state
     }

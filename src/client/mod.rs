@@ -37,6 +37,8 @@
 //! control: tungstenite's own `trace!` line for the handshake prints the raw request line, query
 //! included, through the `log` bridge. Never enable `tungstenite=trace` where logs are kept.
 
+#![warn(missing_docs)]
+
 pub mod backoff;
 pub mod credential;
 pub mod error;

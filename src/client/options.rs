@@ -13,6 +13,7 @@ pub struct ClientOptions {
     /// Server origin, e.g. `wss://rms.example.com` or `ws://127.0.0.1:9292` (the client adds
     /// `/v1`).
     pub url: String,
+    /// API key or token provider; resolved afresh for every connect attempt.
     pub credential: Credential,
     /// `None` disables automatic reconnects.
     pub reconnect: Option<ReconnectPolicy>,
@@ -36,6 +37,9 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
+    /// The SDK defaults: reconnect with the default policy, 60 s inactivity, 10 s token
+    /// provider, 15 s ack and 10 s welcome timeouts, auto re-subscribe on, built-in roots.
+    /// Nothing is checked here; `SignallingClient::new` validates the result.
     pub fn new(url: impl Into<String>, credential: Credential) -> Self {
         ClientOptions {
             url: url.into(),

@@ -28,6 +28,7 @@ impl<T> Default for RequestTable<T> {
 }
 
 impl<T> RequestTable<T> {
+    /// An empty table.
     pub fn new() -> Self {
         Self::default()
     }
@@ -84,14 +85,17 @@ impl<T> RequestTable<T> {
         self.entries.drain().map(|(id, e)| (id, e.value)).collect()
     }
 
+    /// Requests still waiting for an answer.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// No request is waiting.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// Whether `id` is still pending (neither resolved, expired nor drained).
     pub fn contains(&self, id: &str) -> bool {
         self.entries.contains_key(id)
     }

@@ -14,11 +14,15 @@ use std::net::Ipv6Addr;
 /// `ws` or `wss`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
+    /// Plain WebSocket: accepted only for the loopback names, since the credential rides in
+    /// the URL.
     Ws,
+    /// WebSocket over TLS; the only choice for any other host.
     Wss,
 }
 
 impl Scheme {
+    /// The lower-case scheme name, without `://`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scheme::Ws => "ws",
@@ -38,6 +42,7 @@ impl Scheme {
 /// when one was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
+    /// `Ws` only if the host is `localhost`, `127.0.0.1` or `::1`.
     pub scheme: Scheme,
     /// Lower-case host name or IP literal, without brackets.
     pub host: String,

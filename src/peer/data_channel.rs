@@ -17,17 +17,26 @@ use super::events::{Emitter, EventStream};
 /// Sends that may wait in the queue before `send` fails with an overflow.
 pub const MAX_QUEUED_SENDS: usize = 256;
 
+/// One data-channel message, as sent or received.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DcMessage {
+    /// A string message. Received text that is not valid UTF-8 is decoded lossily.
     Text(String),
+    /// A binary message.
     Binary(Vec<u8>),
 }
 
+/// What a [`DataChannel`] reports on [`DataChannel::events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DcEvent {
+    /// The channel opened; `send` is accepted from now on.
     Open,
+    /// A message from the remote side.
     Message(DcMessage),
+    /// The channel closed (either side, or [`DataChannel::close`]); emitted once, and last.
     Close,
+    /// webrtc-rs reported an error on the channel. It carries no detail and does not by itself
+    /// close the channel: check [`DataChannel::is_open`] or wait for `Close`.
     Error,
 }
 
@@ -76,10 +85,12 @@ impl DataChannel {
         DataChannel { inner }
     }
 
+    /// The label the opening side gave the channel (empty if webrtc-rs could not report it).
     pub fn label(&self) -> &str {
         &self.inner.label
     }
 
+    /// True between `Open` and `Close`: the only time [`Self::send`] accepts a message.
     pub fn is_open(&self) -> bool {
         self.inner.open.load(Ordering::SeqCst) && !self.inner.closed.load(Ordering::SeqCst)
     }
@@ -107,10 +118,12 @@ impl DataChannel {
         }
     }
 
+    /// [`Self::send`] of a [`DcMessage::Text`].
     pub async fn send_text(&self, text: impl Into<String>) -> Result<(), PeerError> {
         self.send(DcMessage::Text(text.into())).await
     }
 
+    /// [`Self::send`] of a [`DcMessage::Binary`].
     pub async fn send_binary(&self, data: impl Into<Vec<u8>>) -> Result<(), PeerError> {
         self.send(DcMessage::Binary(data.into())).await
     }

@@ -12,6 +12,7 @@ pub struct EventStream<T> {
 /// What `EventStream::next` yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event<T> {
+    /// The next event, in emission order.
     Item(T),
     /// This many events were dropped because the subscriber was too slow.
     Missed(u64),

@@ -25,6 +25,8 @@ pub struct LossReport {
     pub total_lost: u32,
     /// Interarrival jitter, RTP units.
     pub jitter: u32,
+    /// When the latest block was recorded; the table forgets an SSRC a minute after this, so
+    /// an old value here means the receiver stopped reporting.
     pub at: Instant,
     /// Where the current window started: (when, cumulative lost, extended highest sequence).
     window_start: (Instant, u32, u32),

@@ -9,12 +9,19 @@ pub const SCHEDULE_SECS: [u64; 9] = [0, 1, 2, 4, 8, 16, 30, 30, 30];
 /// How long each attempt may take to reach `connected`.
 pub const PROBE: Duration = Duration::from_secs(15);
 
+/// What [`IceLadder::poll`] asks the connection to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LadderAction {
     /// Restart ICE now (attempt is 1-based).
-    Restart { attempt: u32 },
+    Restart {
+        /// Which restart of this episode this is, from 1.
+        attempt: u32,
+    },
     /// The schedule is spent; emitted once per failure episode.
-    Exhausted { attempts: u32 },
+    Exhausted {
+        /// Restarts made in the episode (the schedule's length).
+        attempts: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +40,8 @@ enum Phase {
     },
 }
 
+/// One connection's ladder: fed `failed`, `connected` and the time, it answers with restarts
+/// and, at most once per episode, exhaustion.
 #[derive(Debug, Clone)]
 pub struct IceLadder {
     schedule: Vec<Duration>,
@@ -55,6 +64,8 @@ impl Default for IceLadder {
 }
 
 impl IceLadder {
+    /// An idle ladder. `schedule` holds the wait before each attempt (its length is the attempt
+    /// budget); `probe` is how long each attempt gets to reach `connected`.
     pub fn new(schedule: Vec<Duration>, probe: Duration) -> Self {
         IceLadder {
             schedule,
@@ -80,10 +91,12 @@ impl IceLadder {
         self.phase = Phase::Idle;
     }
 
+    /// An episode is running: waiting for the next restart or probing one.
     pub fn is_active(&self) -> bool {
         matches!(self.phase, Phase::Waiting { .. } | Phase::Probing { .. })
     }
 
+    /// The schedule is spent; only [`Self::on_connected`] starts over.
     pub fn is_exhausted(&self) -> bool {
         matches!(self.phase, Phase::Exhausted { .. })
     }
@@ -104,6 +117,8 @@ impl IceLadder {
         }
     }
 
+    /// When [`Self::poll`] next has something to do; `None` when idle or once exhaustion has
+    /// been reported.
     pub fn next_deadline(&self) -> Option<Instant> {
         match self.phase {
             Phase::Waiting { until } => Some(until),

@@ -21,7 +21,10 @@ pub type OnAttached = Box<dyn FnOnce(Arc<dyn RtpSender>, RemotePeer) + Send>;
 
 /// One connection's copy of a local track.
 pub struct MediaLeg {
+    /// The track to add to this one connection. Give every leg its own object: webrtc-rs
+    /// would move a shared one to the newest connection.
     pub track: Arc<dyn TrackLocal>,
+    /// Run once the leg is on its connection (see [`OnAttached`]); not run if adding failed.
     pub on_attached: OnAttached,
 }
 
@@ -48,6 +51,7 @@ pub struct FixedTrack {
 }
 
 impl FixedTrack {
+    /// Reads the track's id, stream id (`None` when empty) and kind once, up front.
     pub async fn new(track: Arc<dyn TrackLocal>) -> FixedTrack {
         let track_id = track.track_id().await.to_string();
         let stream_id = {

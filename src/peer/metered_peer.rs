@@ -29,18 +29,27 @@ use crate::client::{
 };
 use crate::protocol::validate::check_not_reserved;
 
+/// A MeteredPeer's lifecycle, as [`MeteredPeer::state_changes`] reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MeteredPeerState {
+    /// Built, or back here after a failed `join`; `join` is only accepted in this state.
     Idle,
+    /// `join` is connecting and subscribing.
     Joining,
+    /// In the channel: `send`/`send_to` work and peers come and go with presence.
     Joined,
+    /// Signalling dropped and is coming back; remote peers show `reconnecting` until the
+    /// reconcile after the reconnect, then this returns to `Joined`.
     Reconnecting,
+    /// Tearing down after `close()` or a terminal disconnect; `Closed` follows.
     Leaving,
+    /// Final; `on_left` follows. A new call needs a new MeteredPeer.
     Closed,
 }
 
 impl MeteredPeerState {
+    /// The lower-case name, the same as the serialised form (`"joined"`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             MeteredPeerState::Idle => "idle",
@@ -53,10 +62,13 @@ impl MeteredPeerState {
     }
 }
 
+/// How a [`DataEvent`] was addressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DataKind {
+    /// Published to the whole channel (the sender's `send`).
     Broadcast,
+    /// Sent to us alone (the sender's `send_to` or `RemotePeer::send`).
     Direct,
 }
 
@@ -65,16 +77,23 @@ pub enum DataKind {
 pub struct DataEvent {
     /// Server-stamped sender: trust this, never a field inside `data`.
     pub from: String,
+    /// The payload as the sender passed it. Untrusted peer input.
     pub data: Value,
+    /// Broadcast or direct.
     pub kind: DataKind,
+    /// The sender's `peerMetadata`, if it has one: on broadcasts only when we joined with
+    /// `include_sender_metadata`, on directs always. Untrusted.
     pub from_metadata: Option<Value>,
 }
 
 /// `Left{peer_id, channel, reason}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LeftEvent {
+    /// Our own peer id at the end; `None` if no welcome ever arrived.
     pub peer_id: Option<String>,
+    /// The channel we were in; `None` if `join` was never called or failed.
     pub channel: Option<String>,
+    /// Why, for display and logs: `closed by the application` or `disconnected (code N)`.
     pub reason: String,
 }
 
@@ -167,6 +186,7 @@ impl MeteredPeer {
         })
     }
 
+    /// The current state, read now. Subscribe to [`Self::state_changes`] to follow it.
     pub fn state(&self) -> MeteredPeerState {
         *lock(&self.inner.state)
     }
@@ -176,6 +196,7 @@ impl MeteredPeer {
         lock(&self.inner.local_id).clone()
     }
 
+    /// The channel passed to `join`: set when `join` starts, cleared if it fails and at the end.
     pub fn channel(&self) -> Option<String> {
         lock(&self.inner.channel).clone()
     }
@@ -185,6 +206,7 @@ impl MeteredPeer {
         lock(&self.inner.peers).clone()
     }
 
+    /// The current remote peer with this id; `None` once it has left.
     pub fn remote_peer(&self, id: &str) -> Option<RemotePeer> {
         lock(&self.inner.peers)
             .iter()
@@ -192,15 +214,25 @@ impl MeteredPeer {
             .cloned()
     }
 
+    /// Every state transition, in order.
     pub fn state_changes(&self) -> EventStream<StateChange<MeteredPeerState>> {
         self.inner.ev.state.subscribe()
     }
+    /// A new member. Its connection is created before this fires (unless that failed, which
+    /// is logged), so `create_data_channel` can be called at once.
+    /// Members that survive a reconcile are not announced again; a member who left and came
+    /// back is a new RemotePeer.
     pub fn on_peer_joined(&self) -> EventStream<RemotePeer> {
         self.inner.ev.peer_joined.subscribe()
     }
+    /// A member that left (presence, or missing after a reconcile), already `closed`; on
+    /// `close()` every remaining peer is reported here too.
     pub fn on_peer_left(&self) -> EventStream<RemotePeer> {
         self.inner.ev.peer_left.subscribe()
     }
+    /// App data from other members: broadcasts on our channel (never our own) and directs
+    /// from current members (directs from non-members are dropped). WebRTC signals and track
+    /// metadata never show up here.
     pub fn on_data(&self) -> EventStream<DataEvent> {
         self.inner.ev.data.subscribe()
     }
@@ -208,6 +240,7 @@ impl MeteredPeer {
     pub fn errors(&self) -> EventStream<PeerEventError> {
         self.inner.ev.errors.subscribe()
     }
+    /// Fires once, when the MeteredPeer has reached `closed` (by `close()` or on its own).
     pub fn on_left(&self) -> EventStream<LeftEvent> {
         self.inner.ev.left.subscribe()
     }

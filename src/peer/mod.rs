@@ -17,6 +17,8 @@
 //! | [`rtx`] | RTX retransmissions unwrapped before the NACK generator and receiver reports | pure |
 //! | [`runtime`] | the capped-sleep webrtc runtime (fast connection setup) | yes |
 
+#![warn(missing_docs)]
+
 pub(crate) mod connection;
 pub mod data_channel;
 pub mod error;

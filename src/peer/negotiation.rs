@@ -16,7 +16,10 @@ pub enum OfferDecision {
     Ignore,
     /// Apply it; `rollback_first` when our own offer must be withdrawn (polite side in a
     /// collision — webrtc 0.21 has no implicit rollback).
-    Apply { rollback_first: bool },
+    Apply {
+        /// Withdraw our own outstanding offer before applying this one.
+        rollback_first: bool,
+    },
 }
 
 /// `collision = making_offer || have_local_offer` (the W3C pattern).
@@ -44,12 +47,16 @@ pub fn accept_answer(have_local_offer: bool) -> bool {
 /// stalled Chromium peer).
 #[derive(Debug, Clone)]
 pub struct Watchdogs {
+    /// How long an offer may wait for its answer before [`WatchdogAction::ReOffer`].
     pub offer_timeout: Duration,
+    /// How long ICE may stay `new`/`checking` once signalling is stable before
+    /// [`WatchdogAction::RestartIce`].
     pub stuck_ice_timeout: Duration,
     offer_sent_at: Option<Instant>,
     stable_with_ice_pending_since: Option<Instant>,
 }
 
+/// What a due watchdog asks the connection to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchdogAction {
     /// Our offer got no answer in time: roll it back and offer again.
@@ -59,6 +66,7 @@ pub enum WatchdogAction {
 }
 
 impl Watchdogs {
+    /// Both watchdogs disarmed, with these timeouts.
     pub fn new(offer_timeout: Duration, stuck_ice_timeout: Duration) -> Self {
         Watchdogs {
             offer_timeout,
@@ -68,6 +76,8 @@ impl Watchdogs {
         }
     }
 
+    /// We sent an offer: arms the offer watchdog and disarms the ICE one until signalling is
+    /// stable again.
     pub fn offer_sent(&mut self, now: Instant) {
         self.offer_sent_at = Some(now);
         self.stable_with_ice_pending_since = None;
@@ -85,6 +95,7 @@ impl Watchdogs {
         self.stable_with_ice_pending_since = None;
     }
 
+    /// The earliest armed deadline, for the actor's timer; `None` when nothing is watched.
     pub fn next_deadline(&self) -> Option<Instant> {
         let a = self.offer_sent_at.map(|t| t + self.offer_timeout);
         let b = self
@@ -96,6 +107,8 @@ impl Watchdogs {
         }
     }
 
+    /// Advances time: the due action, if any (at most one per call). A watchdog that fires is
+    /// disarmed until re-armed by `offer_sent` or `stable`.
     pub fn poll(&mut self, now: Instant) -> Option<WatchdogAction> {
         if self
             .offer_sent_at

@@ -27,7 +27,10 @@ pub enum AfterReconnect {
 pub enum Overdue {
     /// Subscribe to the channel again so the server sends a fresh snapshot (`attempt` counts
     /// from 1).
-    Resubscribe { attempt: u32 },
+    Resubscribe {
+        /// Which forced re-subscribe this is, from 1 up to `max_resubscribes`.
+        attempt: u32,
+    },
     /// Asked often enough: report the reconcile as timed out (peers stay `reconnecting`).
     GiveUp,
 }
@@ -45,6 +48,8 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
+    /// Nothing owed yet. `deadline_after`: how long each wait for the snapshot lasts;
+    /// `max_resubscribes`: forced re-subscribes before [`Overdue::GiveUp`].
     pub fn new(deadline_after: Duration, max_resubscribes: u32) -> Self {
         Reconciler {
             deadline_after,
@@ -124,6 +129,7 @@ impl Reconciler {
     }
 }
 
+/// What the first snapshot after a reconnect means for each peer, as [`plan`] decides it.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReconcilePlan {
     /// Known peers missing from the snapshot: remove (PeerLeft).

@@ -30,9 +30,15 @@ const RTP_BUFFER: usize = 512;
 
 /// An inbound media track.
 pub struct RemoteTrack {
+    /// The track id as this connection reports it; usually the sender's id, but some senders
+    /// (Firefox) put generated ids here.
     pub track_id: String,
+    /// `"audio"` or `"video"`.
     pub kind: String,
+    /// The sender's msid stream id; `None` for a track sent without a stream.
     pub stream_id: Option<String>,
+    /// The sender's track metadata (e.g. `{"role":"screen"}`) as resolved when the track
+    /// arrived; `None` if none had been received for it. Not updated later. Untrusted.
     pub metadata: Option<Value>,
     /// The webrtc-rs track (for RTCP writes). Its events are read by the SDK, which forwards RTP
     /// packets to [`RemoteTrack::take_rtp`].
@@ -58,19 +64,27 @@ impl std::fmt::Debug for RemoteTrack {
     }
 }
 
+/// A remote track arrived on the current connection.
 #[derive(Debug, Clone)]
 pub struct RemoteTrackEvent {
+    /// The track; take its RTP with [`RemoteTrack::take_rtp`].
     pub track: Arc<RemoteTrack>,
     /// Stream ids the track belongs to (empty for a track without a stream).
     pub streams: Vec<String>,
+    /// Same as `track.metadata`.
     pub metadata: Option<Value>,
 }
 
 /// A remote stream. The object is new after every reconnect; `id` is stable.
 #[derive(Debug, Clone)]
 pub struct RemoteStreamEvent {
+    /// The sender's msid stream id.
     pub stream_id: String,
+    /// The stream's metadata: the revealing track's in `on_stream_added`, the first track's
+    /// that has some in `current_streams`, always `None` in `on_stream_removed`.
     pub metadata: Option<Value>,
+    /// In `on_stream_added`, only the track that revealed the stream (later ones arrive
+    /// through `on_track`); in `on_stream_removed` and `current_streams`, all of them.
     pub tracks: Vec<Arc<RemoteTrack>>,
 }
 
@@ -247,6 +261,7 @@ impl RemotePeer {
         (RemotePeer { inner }, rx)
     }
 
+    /// The member's peer id, fixed for this object's life.
     pub fn id(&self) -> &str {
         &self.inner.id
     }
@@ -256,6 +271,7 @@ impl RemotePeer {
         self.inner.metadata.read().ok().and_then(|m| m.clone())
     }
 
+    /// The current state, after the flicker filter.
     pub fn state(&self) -> PeerConnectionState {
         self.inner
             .state
@@ -264,6 +280,8 @@ impl RemotePeer {
             .unwrap_or(PeerConnectionState::Closed)
     }
 
+    /// Whether we are the polite side of perfect negotiation towards this peer (our peer id
+    /// sorts first, bytewise): the polite side yields when both offer at once.
     pub fn polite(&self) -> bool {
         self.inner.polite.load(Ordering::SeqCst)
     }
@@ -358,24 +376,38 @@ impl RemotePeer {
             .unwrap_or_default()
     }
 
+    /// Every state transition, in order, as filtered by the flicker filter.
     pub fn state_changes(&self) -> EventStream<StateChange<PeerConnectionState>> {
         self.inner.ev.state.subscribe()
     }
+    /// Every remote track accepted on the current connection, with or without a stream. Tracks
+    /// beyond [`MAX_REMOTE_TRACKS`] are refused and reported on `on_negotiation_error`.
     pub fn on_track(&self) -> EventStream<RemoteTrackEvent> {
         self.inner.ev.tracks.subscribe()
     }
+    /// The first track of a stream arrived on the current connection. After a connection
+    /// swap the same stream id is added again.
     pub fn on_stream_added(&self) -> EventStream<RemoteStreamEvent> {
         self.inner.ev.stream_added.subscribe()
     }
+    /// The last live track of a stream ended. Not emitted when a connection swap or `closed`
+    /// ends streams: those end silently.
     pub fn on_stream_removed(&self) -> EventStream<RemoteStreamEvent> {
         self.inner.ev.stream_removed.subscribe()
     }
+    /// A data channel the remote opened (ours from `create_data_channel` are not reported).
+    /// Beyond [`MAX_REMOTE_DATA_CHANNELS`] they are refused and reported on
+    /// `on_negotiation_error`.
     pub fn on_data_channel(&self) -> EventStream<DataChannel> {
         self.inner.ev.data_channels.subscribe()
     }
+    /// A failed offer/answer step (`"create_offer: …"`) or a refused track or data channel,
+    /// as text for logs. The connection is not closed because of it.
     pub fn on_negotiation_error(&self) -> EventStream<String> {
         self.inner.ev.negotiation_errors.subscribe()
     }
+    /// A remote candidate that webrtc-rs refused to add (scrubbed text). Usually harmless:
+    /// other candidates may still connect.
     pub fn on_ice_candidate_error(&self) -> EventStream<String> {
         self.inner.ev.ice_candidate_errors.subscribe()
     }

@@ -55,6 +55,7 @@ impl NetworkGate {
         self.closed_until_ns.store(ns, Ordering::Relaxed);
     }
 
+    /// Whether traffic is being dropped at `now`.
     pub fn is_closed(&self, now: Instant) -> bool {
         let until = self.closed_until_ns.load(Ordering::Relaxed);
         until != 0 && (now.saturating_duration_since(self.base).as_nanos() as u64) < until
@@ -109,6 +110,8 @@ impl AsyncUdpSocket for GatedSocket {
     }
 }
 
+/// The webrtc-rs [`Runtime`] each connection runs on: tokio underneath, every driver sleep capped
+/// at `max_sleep`, and UDP sockets behind a [`NetworkGate`] when one is given.
 #[derive(Debug)]
 pub struct ClampedRuntime {
     inner: TokioRuntime,

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::ladder::SCHEDULE_SECS;
 
+/// Tunables of the peer layer: `Default` is the production set, [`PeerSettings::loopback_only`]
+/// the one for tests.
 #[derive(Debug, Clone)]
 pub struct PeerSettings {
     /// UDP sockets ICE binds; its host candidates are exactly these sockets' addresses.
@@ -16,7 +18,11 @@ pub struct PeerSettings {
     pub driver_clamp: Duration,
     /// ICE: `disconnected` after this much silence, `failed` after `ice_failed` more.
     pub ice_disconnected: Duration,
+    /// ICE: further silence after `disconnected` before `failed`, which starts the ICE-restart
+    /// ladder.
     pub ice_failed: Duration,
+    /// ICE: keepalive interval on an otherwise quiet connection; keep it well under
+    /// `ice_disconnected`, or an idle connection looks dead.
     pub ice_keepalive: Duration,
     /// Negotiation watchdogs (with `stuck_ice_timeout` below): an offer unanswered this long is
     /// withdrawn and re-made; ICE still `new`/`checking` that long after signalling settles is
@@ -27,14 +33,17 @@ pub struct PeerSettings {
     /// channels) is answered instead of colliding. Glare is handled either way; avoiding it
     /// saves a rollback round and sidesteps the JS SDK's glare race (README, interop).
     pub impolite_offer_delay: Duration,
+    /// How long ICE may stay `new`/`checking` after signalling settles before it is restarted.
     pub stuck_ice_timeout: Duration,
     /// ICE-restart ladder after `failed`: the wait before each attempt, and how long each attempt
     /// is given to succeed.
     pub ladder_schedule: Vec<Duration>,
+    /// How long each ICE restart of the ladder gets to reach `connected`.
     pub ladder_probe: Duration,
     /// Reconcile after a signalling reconnect: how long to wait for the channel's snapshot, and
     /// how many forced re-subscribes before giving up with `ReconcileTimeout`.
     pub reconcile_deadline: Duration,
+    /// Forced re-subscribes (one per `reconcile_deadline`) before `ReconcileTimeout`.
     pub max_forced_resubscribes: u32,
     /// Remote peers tracked per channel, a cap against hostile presence floods.
     pub max_remote_peers: usize,

@@ -17,13 +17,17 @@ pub const MAX_ID_LEN: usize = 256;
 /// Entries read from one SDP's msid lines.
 pub const MAX_MSID_ENTRIES: usize = 256;
 
+/// The `type` of an `rtc-description`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SdpKind {
+    /// An offer: starts a negotiation round.
     Offer,
+    /// The answer to the other side's offer.
     Answer,
 }
 
 impl SdpKind {
+    /// The wire value: `"offer"` or `"answer"`.
     pub fn as_str(self) -> &'static str {
         match self {
             SdpKind::Offer => "offer",
@@ -35,19 +39,28 @@ impl SdpKind {
 /// A browser-style `RTCIceCandidateInit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
+    /// The `candidate:…` attribute text; never empty (an empty one is end-of-candidates).
     pub candidate: String,
+    /// The `a=mid` of the media section the candidate is for.
     pub sdp_mid: Option<String>,
+    /// That media section's index in the SDP, from 0.
     pub sdp_mline_index: Option<u16>,
+    /// The ICE ufrag the candidate belongs to; lets the receiver drop candidates from before an
+    /// ICE restart. `None` when the sender did not say.
     pub username_fragment: Option<String>,
 }
 
 /// Track metadata as sent before the track's media.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackMeta {
+    /// The sender's track id, as in its SDP's msid; receivers key the metadata by it.
     pub track_id: String,
     /// `None` is the "clear" message.
     pub metadata: Option<Value>,
+    /// `"audio"`/`"video"`; with `stream_id`, the fallback match for a receiver that sees
+    /// generated track ids instead of the sender's.
     pub kind: Option<String>,
+    /// The sender's msid stream id, for the same fallback.
     pub stream_id: Option<String>,
 }
 
@@ -55,12 +68,16 @@ pub struct TrackMeta {
 /// classify it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DirectPayload {
+    /// An `rtc-description`: an offer or answer for the sender's connection to us.
     Description {
+        /// Offer or answer.
         kind: SdpKind,
+        /// The full SDP text. It holds ICE credentials: never log it.
         sdp: String,
     },
     /// `None` is the end-of-candidates marker (`null` or `{"candidate":""}`).
     Candidate(Option<Candidate>),
+    /// A `__meteredTrackMeta` message: labels (or clears) one of the sender's tracks.
     TrackMeta(TrackMeta),
     /// Anything else is application data.
     App(Value),
@@ -161,10 +178,14 @@ pub fn classify_direct(data: &Value) -> DirectPayload {
     DirectPayload::App(data.clone())
 }
 
+/// The `rtc-description` envelope for a `send` to the peer.
 pub fn description_json(kind: SdpKind, sdp: &str) -> Value {
     json!({"type": "rtc-description", "description": {"type": kind.as_str(), "sdp": sdp}})
 }
 
+/// The `rtc-ice` envelope; `None` gives the end-of-candidates marker (`"candidate": null`).
+/// Unknown `sdpMid`/`sdpMLineIndex` are sent as `null`, an unknown `usernameFragment` is left
+/// out.
 pub fn candidate_json(c: Option<&Candidate>) -> Value {
     match c {
         None => json!({"type": "rtc-ice", "candidate": null}),
@@ -187,6 +208,7 @@ pub fn candidate_json(c: Option<&Candidate>) -> Value {
     }
 }
 
+/// The `__meteredTrackMeta` envelope; `None` fields are left out (no `metadata` = clear).
 pub fn track_meta_json(m: &TrackMeta) -> Value {
     let mut o = Map::new();
     o.insert("trackId".into(), Value::String(m.track_id.clone()));
@@ -220,11 +242,16 @@ pub fn first_mid(sdp: &str) -> Option<&str> {
 /// `a=ssrc:N msid:`) line signals. A stream id of `-` means "no stream".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsidEntry {
+    /// The section's `a=mid`; `None` when it has none.
     pub mid: Option<String>,
+    /// The stream id; `None` for `-`.
     pub stream_id: Option<String>,
+    /// The track id the sender signalled (the key of its track metadata).
     pub track_id: String,
 }
 
+/// One entry per media section that signals an msid (the first such line of the section), at
+/// most [`MAX_MSID_ENTRIES`]; lines with ids over [`MAX_ID_LEN`] are skipped.
 pub fn msid_entries(sdp: &str) -> Vec<MsidEntry> {
     let mut out: Vec<MsidEntry> = Vec::new();
     let mut mid: Option<String> = None;

@@ -4,17 +4,25 @@
 
 use serde::Serialize;
 
+/// A RemotePeer's state as users see it (the official SDKs' names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PeerConnectionState {
+    /// Created; its connection has reported nothing yet.
     Idle,
+    /// The first connection is being set up (ICE, DTLS). Never follows `Reconnecting`.
     Connecting,
+    /// Media and data channels can flow.
     Connected,
+    /// Connectivity lost (ICE restarts under way) or signalling reconnecting (the connection
+    /// will be swapped). May last indefinitely once the restart ladder is spent.
     Reconnecting,
+    /// Final: the member left or the MeteredPeer closed.
     Closed,
 }
 
 impl PeerConnectionState {
+    /// The lower-case name, the same as the serialised form (`"connected"`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             PeerConnectionState::Idle => "idle",
@@ -29,18 +37,26 @@ impl PeerConnectionState {
 /// A state transition, as delivered on state streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateChange<T> {
+    /// The state before.
     pub from: T,
+    /// The state now; never equal to `from`.
     pub to: T,
 }
 
 /// The underlying PeerConnection's state, reduced to what the mapping needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PcState {
+    /// Created, nothing tried yet.
     New,
+    /// ICE/DTLS in progress.
     Connecting,
+    /// ICE and DTLS are up.
     Connected,
+    /// Connectivity lost; it may come back by itself.
     Disconnected,
+    /// ICE gave up; only an ICE restart helps.
     Failed,
+    /// The connection was closed.
     Closed,
 }
 
