@@ -14,6 +14,7 @@ use super::api::*;
 use super::call_media::*;
 use super::credentials::*;
 use super::handle::*;
+use super::messages::AppMessage;
 use super::watch::*;
 use super::{MAX_CHAT_CHARS, devices, local, lock, sounds};
 use crate::client::ClientOptions;
@@ -329,11 +330,11 @@ pub(super) async fn send_to_all(peer: &MeteredPeer, data: Value) -> Result<(), S
 }
 
 pub(super) fn status_message(c: &Call) -> Value {
-    json!({
-        "type": "meshcall-status",
-        "mic_muted": c.mic_muted.load(Ordering::Relaxed),
-        "camera_off": c.camera_off.load(Ordering::Relaxed),
-    })
+    AppMessage::Status {
+        mic_muted: c.mic_muted.load(Ordering::Relaxed),
+        camera_off: c.camera_off.load(Ordering::Relaxed),
+    }
+    .to_value()
 }
 
 pub(super) async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &EngineOptions) {
@@ -407,9 +408,7 @@ pub(super) async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &Engi
             if text.is_empty() {
                 return;
             }
-            if let Err(e) =
-                send_to_all(&c.peer, json!({"type": "meshcall-chat", "text": text})).await
-            {
+            if let Err(e) = send_to_all(&c.peer, AppMessage::Chat { text }.to_value()).await {
                 out.notice(format!("chat not sent: {e}")).await;
             }
         }
@@ -629,7 +628,7 @@ pub(super) async fn leave(c: Call, out: &Out) {
     // presence `left`; bounded, because a dead server must not hold up leaving.
     let _ = tokio::time::timeout(
         Duration::from_secs(1),
-        send_to_all(&c.peer, json!({"type": "meshcall-bye"})),
+        send_to_all(&c.peer, AppMessage::Bye.to_value()),
     )
     .await;
     c.peer.close().await;

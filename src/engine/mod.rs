@@ -36,6 +36,7 @@ pub mod departures;
 mod devices;
 mod handle;
 pub mod local;
+mod messages;
 mod sounds;
 mod watch;
 

@@ -1,7 +1,7 @@
 //! From SDK events to engine events: the call-level MeteredPeer streams and, per remote peer,
 //! its tracks, connection state and data channels.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,11 +14,12 @@ use super::call::*;
 use super::call_media::*;
 use super::departures::{Departures, LeftDecision, REJOIN_GRACE};
 use super::handle::*;
+use super::messages::{AppMessage, Received};
 use super::{MAX_CHAT_CHARS, lock, sounds};
 use crate::media::mixer::{AudioReceiver, Mixer};
 use crate::media::receive::VideoReceiver;
 use crate::peer::{
-    DataKind, DcEvent, DcMessage, MeteredPeer, MeteredPeerState, PeerConnectionState,
+    DataEvent, DataKind, DcEvent, DcMessage, MeteredPeer, MeteredPeerState, PeerConnectionState,
     PeerEventError, RemotePeer, RemoteTrack,
 };
 
@@ -43,228 +44,17 @@ pub(super) async fn peer_gone(
     out.call(Event::PeerLeft { id }).await;
 }
 
-/// Turns MeteredPeer events into engine events.
+/// How long a status from a sender our SDK does not list yet is kept waiting for it to appear
+/// (a newcomer greets as soon as it sees us, which can overtake our own record of it).
+const EARLY_STATUS_WAIT: Duration = Duration::from_secs(1);
+
+/// Turns MeteredPeer events into engine events: one task per call, one `select!` over the
+/// call's event streams, so the order in which the UI hears of them is the order they are
+/// handled here. Per remote peer, `watch_remote` does the same for its own streams.
 pub(super) fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
-    let peer = c.peer.clone();
     let departures = Arc::new(Mutex::new(Departures::new(REJOIN_GRACE)));
-    {
-        let mut states = peer.state_changes();
-        let out = out.clone();
-        tokio::spawn(async move {
-            let mut down_since: Option<Instant> = None;
-            while let Some(s) = states.next_item().await {
-                let state = match s.to {
-                    MeteredPeerState::Reconnecting => {
-                        down_since.get_or_insert_with(Instant::now);
-                        CallState::Reconnecting
-                    }
-                    MeteredPeerState::Joined => {
-                        down_since = None;
-                        CallState::Joined
-                    }
-                    MeteredPeerState::Joining => CallState::Joining,
-                    MeteredPeerState::Leaving | MeteredPeerState::Closed => CallState::Left,
-                    _ => continue,
-                };
-                out.call(Event::CallState {
-                    state,
-                    since: down_since.map(|t| t.elapsed()),
-                })
-                .await;
-            }
-        });
-    }
-    {
-        let mut errors = peer.errors();
-        let out = out.clone();
-        tokio::spawn(async move {
-            while let Some(e) = errors.next_item().await {
-                match e {
-                    PeerEventError::Fatal { code, message } => {
-                        let words = code.map(explain_close_code).unwrap_or_default();
-                        let _ = fatal.send(format!("{message}{words}")).await;
-                    }
-                    PeerEventError::ReconcileTimeout => {
-                        let _ = fatal.send("the call could not be restored after the server came back (reconcile timed out)".into()).await;
-                    }
-                    PeerEventError::IceRecoveryExhausted { peer, attempts } => {
-                        out.notice(format!(
-                            "connection to {peer} not recovered after {attempts} ICE restarts"
-                        ))
-                        .await;
-                    }
-                    PeerEventError::TokenProvider { message, .. } => {
-                        out.notice(format!("token: {message}")).await;
-                    }
-                }
-            }
-        });
-    }
-    {
-        let mut data = peer.on_data();
-        let peer_for_data = peer.clone();
-        let out = out.clone();
-        let departures = departures.clone();
-        let remote_media = c.media.remote.clone();
-        let sounds = c.sounds.clone();
-        // Status messages from a sender the SDK does not list yet, waiting in side tasks.
-        let early_statuses = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(async move {
-            while let Some(d) = data.next_item().await {
-                let kind = d.data.get("type").and_then(Value::as_str);
-                // meshcall's own messages count only as directs from a participant (or, for a
-                // bye, one we are still keeping as reconnecting); anything else is ignored.
-                let member = peer_for_data.remote_peer(&d.from);
-                // A newcomer greets with its status as soon as it sees us, which can overtake
-                // our SDK's record of it (presence and data arrive separately). Give it a
-                // second to appear, in a bounded side task, rather than drop the status.
-                if kind == Some("meshcall-status")
-                    && d.kind == DataKind::Direct
-                    && member.is_none()
-                    && early_statuses.load(Ordering::Relaxed) < MAX_EARLY_STATUSES
-                {
-                    early_statuses.fetch_add(1, Ordering::Relaxed);
-                    let (me, out, departures, pending) = (
-                        peer_for_data.clone(),
-                        out.clone(),
-                        departures.clone(),
-                        early_statuses.clone(),
-                    );
-                    tokio::spawn(async move {
-                        for _ in 0..10 {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            if me.remote_peer(&d.from).is_some() {
-                                lock(&departures).saw_status(&d.from);
-                                let b = |k: &str| {
-                                    d.data.get(k).and_then(Value::as_bool).unwrap_or(false)
-                                };
-                                out.call(Event::RemoteStatus {
-                                    peer: d.from.clone(),
-                                    mic_muted: b("mic_muted"),
-                                    camera_off: b("camera_off"),
-                                })
-                                .await;
-                                break;
-                            }
-                        }
-                        pending.fetch_sub(1, Ordering::Relaxed);
-                    });
-                    continue;
-                }
-                let trusted = d.kind == DataKind::Direct
-                    && (member.is_some() || lock(&departures).is_lingering(&d.from));
-                // A bye whose sender the SDK already dropped (its `left` overtook the bye): a
-                // direct's sender is authenticated by the server, so it still says this peer
-                // left on purpose.
-                if kind == Some("meshcall-bye") && d.kind == DataKind::Direct && !trusted {
-                    let gone = lock(&departures).saw_late_bye(&d.from);
-                    if gone {
-                        peer_gone(&remote_media, &sounds, &out, d.from.clone()).await;
-                    }
-                    continue;
-                }
-                let kind = match kind {
-                    Some(k) if k.starts_with("meshcall-") && !trusted => {
-                        debug!(from = %d.from, kind = k, "untrusted meshcall message ignored");
-                        None
-                    }
-                    k => k,
-                };
-                match kind {
-                    Some("meshcall-bye") => {
-                        // Usually before its presence `left`; if that was handled first, the
-                        // peer is lingering and goes now.
-                        let lingering = lock(&departures).saw_bye(&d.from);
-                        if lingering {
-                            peer_gone(&remote_media, &sounds, &out, d.from.clone()).await;
-                        }
-                    }
-                    Some("meshcall-status") if member.is_some() => {
-                        lock(&departures).saw_status(&d.from);
-                        let b = |k: &str| d.data.get(k).and_then(Value::as_bool).unwrap_or(false);
-                        out.call(Event::RemoteStatus {
-                            peer: d.from.clone(),
-                            mic_muted: b("mic_muted"),
-                            camera_off: b("camera_off"),
-                        })
-                        .await;
-                    }
-                    Some("meshcall-chat") => {
-                        if let Some(text) = d.data.get("text").and_then(Value::as_str)
-                            && let Some(m) = &member
-                        {
-                            // The name from the member's own presence, not from the message.
-                            let name = display_name(m.metadata().as_ref());
-                            let text: String = text.chars().take(MAX_CHAT_CHARS).collect();
-                            out.call(Event::Chat {
-                                from: d.from.clone(),
-                                name,
-                                text,
-                            })
-                            .await;
-                        }
-                    }
-                    _ => {}
-                }
-                if headless {
-                    let kind = serde_json::to_value(d.kind)
-                        .ok()
-                        .and_then(|k| k.as_str().map(str::to_string));
-                    out.send(EngineEvent::Data {
-                        peer: d.from,
-                        via: "server",
-                        kind,
-                        data: d.data,
-                    })
-                    .await;
-                }
-            }
-        });
-    }
-    {
-        let mut left = peer.on_peer_left();
-        let out = out.clone();
-        let remote_media = c.media.remote.clone();
-        let sounds = c.sounds.clone();
-        let departures = departures.clone();
-        tokio::spawn(async move {
-            while let Some(r) = left.next_item().await {
-                let id = r.id().to_string();
-                let decision = lock(&departures).left(&id, Instant::now());
-                match decision {
-                    LeftDecision::Gone => {
-                        peer_gone(&remote_media, &sounds, &out, id).await;
-                    }
-                    LeftDecision::Linger { until } => {
-                        info!(peer = %id, "peer left without a goodbye; waiting for it to come back");
-                        out.call(Event::PeerConnection {
-                            id,
-                            state: PeerConnectionState::Reconnecting,
-                        })
-                        .await;
-                        let (out, remote_media, departures, sounds) = (
-                            out.clone(),
-                            remote_media.clone(),
-                            departures.clone(),
-                            sounds.clone(),
-                        );
-                        tokio::spawn(async move {
-                            tokio::time::sleep(until.saturating_duration_since(Instant::now()))
-                                .await;
-                            let gone = lock(&departures).expire(Instant::now());
-                            for id in gone {
-                                info!(peer = %id, "peer did not come back");
-                                peer_gone(&remote_media, &sounds, &out, id).await;
-                            }
-                        });
-                    }
-                }
-            }
-        });
-    }
-    let mut joined = peer.on_peer_joined();
     let ctx = PeerCtx {
-        me: peer.clone(),
+        me: c.peer.clone(),
         out,
         remote: c.media.remote.clone(),
         mixer: c.media.mixer.clone(),
@@ -275,23 +65,283 @@ pub(super) fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headle
         departures,
         sounds: c.sounds.clone(),
     };
-    tokio::spawn(async move {
-        while let Some(r) = joined.next_item().await {
-            if lock(&ctx.departures).joined(r.id()) {
-                info!(peer = %r.id(), "peer came back");
-            } else {
-                ctx.sounds.peer_joined();
+    let watcher = CallWatcher {
+        ctx,
+        fatal,
+        down_since: None,
+        early_statuses: Vec::new(),
+        lingering_until: Vec::new(),
+    };
+    tokio::spawn(watcher.run());
+}
+
+/// The call-level watcher's state.
+struct CallWatcher {
+    ctx: PeerCtx,
+    fatal: mpsc::Sender<String>,
+    /// When the signalling outage began (for the "reconnecting for …" clock).
+    down_since: Option<Instant>,
+    /// Statuses from senders not listed yet: (sender, status, give up at).
+    early_statuses: Vec<(String, AppMessage, Instant)>,
+    /// When peers that left without a goodbye stop being waited for.
+    lingering_until: Vec<Instant>,
+}
+
+impl CallWatcher {
+    async fn run(mut self) {
+        let peer = self.ctx.me.clone();
+        let mut states = peer.state_changes();
+        let mut errors = peer.errors();
+        let mut data = peer.on_data();
+        let mut left = peer.on_peer_left();
+        let mut joined = peer.on_peer_joined();
+        let mut early_check = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            let linger_at = self.lingering_until.iter().min().copied();
+            tokio::select! {
+                s = states.next_item() => match s {
+                    Some(s) => self.on_state(s.to).await,
+                    None => break,
+                },
+                Some(e) = errors.next_item() => self.on_error(e).await,
+                Some(d) = data.next_item() => self.on_data(d).await,
+                Some(r) = left.next_item() => self.on_left(r).await,
+                Some(r) = joined.next_item() => self.on_joined(r).await,
+                _ = early_check.tick(), if !self.early_statuses.is_empty() => {
+                    self.deliver_early_statuses(None).await;
+                }
+                _ = sleep_until(linger_at), if linger_at.is_some() => self.expire_lingering().await,
             }
+        }
+    }
+
+    async fn on_state(&mut self, to: MeteredPeerState) {
+        let state = match to {
+            MeteredPeerState::Reconnecting => {
+                self.down_since.get_or_insert_with(Instant::now);
+                CallState::Reconnecting
+            }
+            MeteredPeerState::Joined => {
+                self.down_since = None;
+                CallState::Joined
+            }
+            MeteredPeerState::Joining => CallState::Joining,
+            MeteredPeerState::Leaving | MeteredPeerState::Closed => CallState::Left,
+            _ => return,
+        };
+        self.ctx
+            .out
+            .call(Event::CallState {
+                state,
+                since: self.down_since.map(|t| t.elapsed()),
+            })
+            .await;
+    }
+
+    async fn on_error(&mut self, e: PeerEventError) {
+        let out = &self.ctx.out;
+        match e {
+            PeerEventError::Fatal { code, message } => {
+                let words = code.map(explain_close_code).unwrap_or_default();
+                let _ = self.fatal.send(format!("{message}{words}")).await;
+            }
+            PeerEventError::ReconcileTimeout => {
+                let _ = self
+                    .fatal
+                    .send("the call could not be restored after the server came back (reconcile timed out)".into())
+                    .await;
+            }
+            PeerEventError::IceRecoveryExhausted { peer, attempts } => {
+                out.notice(format!(
+                    "connection to {peer} not recovered after {attempts} ICE restarts"
+                ))
+                .await;
+            }
+            PeerEventError::TokenProvider { message, .. } => {
+                out.notice(format!("token: {message}")).await;
+            }
+        }
+    }
+
+    async fn on_data(&mut self, d: DataEvent) {
+        let ctx = &self.ctx;
+        let received = AppMessage::read(&d.data);
+        let direct = d.kind == DataKind::Direct;
+        // meshcall's own messages count only as directs from a participant (or, for a bye, one
+        // we are still keeping as reconnecting); anything else is ignored.
+        let member = ctx.me.remote_peer(&d.from);
+        if let Received::Ours(status @ AppMessage::Status { .. }) = &received
+            && direct
+            && member.is_none()
+        {
+            // Wait for the sender to appear (bounded), rather than drop its status.
+            if self.early_statuses.len() < MAX_EARLY_STATUSES {
+                self.early_statuses.push((
+                    d.from.clone(),
+                    status.clone(),
+                    Instant::now() + EARLY_STATUS_WAIT,
+                ));
+            }
+            return;
+        }
+        let trusted = direct && (member.is_some() || lock(&ctx.departures).is_lingering(&d.from));
+        let message = match received {
+            Received::Ours(m) if trusted => Some(m),
+            Received::Ours(AppMessage::Bye) if direct => {
+                // A bye whose sender the SDK already dropped (its `left` overtook the bye): a
+                // direct's sender is authenticated by the server, so it still says this peer
+                // left on purpose.
+                let gone = lock(&ctx.departures).saw_late_bye(&d.from);
+                if gone {
+                    peer_gone(&ctx.remote, &ctx.sounds, &ctx.out, d.from.clone()).await;
+                }
+                return;
+            }
+            Received::Ours(_) | Received::Malformed => {
+                debug!(from = %d.from, "untrusted or malformed meshcall message ignored");
+                None
+            }
+            Received::Foreign => None,
+        };
+        match message {
+            Some(AppMessage::Bye) => {
+                // Usually before its presence `left`; if that was handled first, the peer is
+                // lingering and goes now.
+                let lingering = lock(&ctx.departures).saw_bye(&d.from);
+                if lingering {
+                    peer_gone(&ctx.remote, &ctx.sounds, &ctx.out, d.from.clone()).await;
+                }
+            }
+            Some(AppMessage::Status {
+                mic_muted,
+                camera_off,
+            }) if member.is_some() => {
+                lock(&ctx.departures).saw_status(&d.from);
+                ctx.out
+                    .call(Event::RemoteStatus {
+                        peer: d.from.clone(),
+                        mic_muted,
+                        camera_off,
+                    })
+                    .await;
+            }
+            Some(AppMessage::Chat { text }) => {
+                if let Some(m) = &member {
+                    // The name from the member's own presence, not from the message.
+                    let name = display_name(m.metadata().as_ref());
+                    let text: String = text.chars().take(MAX_CHAT_CHARS).collect();
+                    ctx.out
+                        .call(Event::Chat {
+                            from: d.from.clone(),
+                            name,
+                            text,
+                        })
+                        .await;
+                }
+            }
+            _ => {}
+        }
+        if ctx.headless {
+            let kind = serde_json::to_value(d.kind)
+                .ok()
+                .and_then(|k| k.as_str().map(str::to_string));
             ctx.out
-                .call(Event::PeerJoined {
-                    id: r.id().to_string(),
-                    name: display_name(r.metadata().as_ref()),
-                    metadata: r.metadata(),
+                .send(EngineEvent::Data {
+                    peer: d.from,
+                    via: "server",
+                    kind,
+                    data: d.data,
                 })
                 .await;
-            tokio::spawn(watch_remote(ctx.clone(), r));
         }
-    });
+    }
+
+    /// Delivers waiting statuses whose sender is now listed (`joined`: the peer that just
+    /// joined, checked first), and drops those that waited too long.
+    async fn deliver_early_statuses(&mut self, joined: Option<&str>) {
+        let now = Instant::now();
+        let me = self.ctx.me.clone();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.early_statuses)
+            .into_iter()
+            .partition(|(from, _, _)| {
+                Some(from.as_str()) == joined || me.remote_peer(from).is_some()
+            });
+        self.early_statuses = waiting
+            .into_iter()
+            .filter(|(_, _, until)| *until > now)
+            .collect();
+        for (from, status, _) in ready {
+            if let AppMessage::Status {
+                mic_muted,
+                camera_off,
+            } = status
+            {
+                lock(&self.ctx.departures).saw_status(&from);
+                self.ctx
+                    .out
+                    .call(Event::RemoteStatus {
+                        peer: from,
+                        mic_muted,
+                        camera_off,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    async fn on_left(&mut self, r: RemotePeer) {
+        let ctx = &self.ctx;
+        let id = r.id().to_string();
+        let decision = lock(&ctx.departures).left(&id, Instant::now());
+        match decision {
+            LeftDecision::Gone => peer_gone(&ctx.remote, &ctx.sounds, &ctx.out, id).await,
+            LeftDecision::Linger { until } => {
+                info!(peer = %id, "peer left without a goodbye; waiting for it to come back");
+                ctx.out
+                    .call(Event::PeerConnection {
+                        id,
+                        state: PeerConnectionState::Reconnecting,
+                    })
+                    .await;
+                self.lingering_until.push(until);
+            }
+        }
+    }
+
+    async fn expire_lingering(&mut self) {
+        let now = Instant::now();
+        self.lingering_until.retain(|t| *t > now);
+        let gone = lock(&self.ctx.departures).expire(now);
+        for id in gone {
+            info!(peer = %id, "peer did not come back");
+            peer_gone(&self.ctx.remote, &self.ctx.sounds, &self.ctx.out, id).await;
+        }
+    }
+
+    async fn on_joined(&mut self, r: RemotePeer) {
+        let ctx = &self.ctx;
+        if lock(&ctx.departures).joined(r.id()) {
+            info!(peer = %r.id(), "peer came back");
+        } else {
+            ctx.sounds.peer_joined();
+        }
+        ctx.out
+            .call(Event::PeerJoined {
+                id: r.id().to_string(),
+                name: display_name(r.metadata().as_ref()),
+                metadata: r.metadata(),
+            })
+            .await;
+        let id = r.id().to_string();
+        tokio::spawn(watch_remote(ctx.clone(), r));
+        self.deliver_early_statuses(Some(&id)).await;
+    }
+}
+
+fn sleep_until(at: Option<Instant>) -> tokio::time::Sleep {
+    // A disabled branch still builds its future; a far deadline keeps it inert.
+    let at = at.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+    tokio::time::sleep_until(tokio::time::Instant::from_std(at))
 }
 
 #[derive(Clone)]
@@ -330,7 +380,14 @@ pub(super) async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
     // Tell the newcomer our mic/camera state.
     let _ = ctx
         .me
-        .send_to(&id, json!({"type":"meshcall-status","mic_muted":ctx.status.0.load(Ordering::Relaxed),"camera_off":ctx.status.1.load(Ordering::Relaxed)}))
+        .send_to(
+            &id,
+            AppMessage::Status {
+                mic_muted: ctx.status.0.load(Ordering::Relaxed),
+                camera_off: ctx.status.1.load(Ordering::Relaxed),
+            }
+            .to_value(),
+        )
         .await;
     {
         let mut tracks = remote.on_track();
