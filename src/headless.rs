@@ -327,7 +327,7 @@ pub async fn run(opts: HeadlessOptions) -> Result<(), HeadlessError> {
                                     "audio_out":audio_out,"audio_in":audio_in}));
                             }
                         }
-                        Event::Error { message, fatal: is_fatal } => {
+                        Event::Error { message, fatal: is_fatal, .. } => {
                             print(json!({"event":"error","fatal":is_fatal,"message":message}));
                             if is_fatal {
                                 fatal = Some(message);

@@ -63,7 +63,7 @@ async fn an_unplugged_microphone_is_replaced_and_the_user_is_told() {
     let mut announced: Vec<String> = Vec::new();
     let until = Instant::now() + Duration::from_secs(10);
     while announced.len() < 2 && Instant::now() < until {
-        if let Ok(Some(EngineEvent::Call(Event::Error { message, fatal }))) =
+        if let Ok(Some(EngineEvent::Call(Event::Error { message, fatal, .. }))) =
             tokio::time::timeout(Duration::from_millis(200), events.recv()).await
         {
             assert!(!fatal, "{message}");
@@ -93,7 +93,7 @@ async fn an_unplugged_microphone_is_replaced_and_the_user_is_told() {
     let until = Instant::now() + Duration::from_secs(15);
     while Instant::now() < until {
         match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
-            Ok(Some(EngineEvent::Call(Event::Error { message, fatal }))) => {
+            Ok(Some(EngineEvent::Call(Event::Error { message, fatal, .. }))) => {
                 assert!(
                     !fatal,
                     "losing a microphone does not end the call: {message}"

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use meshcall::client::{ClientOptions, Credential};
 use meshcall::engine::api::{
-    AudioChoice, Auth, CallState, Command, Event, JoinRequest, Simulation, SpeakerChoice,
-    VideoChoice,
+    AudioChoice, Auth, CallState, Command, ErrorKind, Event, JoinRequest, Simulation,
+    SpeakerChoice, VideoChoice,
 };
 use meshcall::engine::{EngineEvent, EngineOptions, spawn};
 use meshcall::peer::{MeteredPeer, PeerConnectionState, PeerSettings};
@@ -93,6 +93,7 @@ impl Participant {
                 if let Event::Error {
                     fatal: true,
                     message,
+                    ..
                 } = &e
                 {
                     panic!("fatal engine error while waiting for {what}: {message}");
@@ -438,10 +439,17 @@ async fn devices_switch_mid_call() {
             matches!(e, Event::Error { .. })
         })
         .await;
-    let Event::Error { message, fatal } = err else {
+    let Event::Error {
+        kind,
+        message,
+        fatal,
+        ..
+    } = err
+    else {
         unreachable!()
     };
     assert!(!fatal);
+    assert_eq!(kind, ErrorKind::Device, "{message}");
     assert!(message.starts_with("speaker:"), "{message}");
     assert!(message.contains("previous one"), "{message}");
     // Discarding always works, and bob's video still arrives afterwards.

@@ -21,7 +21,7 @@ use egui_kittest::{Harness, SnapshotResults};
 use serde_json::json;
 
 use meshcall::engine::api::{
-    Auth, CallState, Command, Event, RemoteVideo, StatsSnapshot, StreamRole, VideoFeed,
+    Auth, CallState, Command, ErrorKind, Event, RemoteVideo, StatsSnapshot, StreamRole, VideoFeed,
 };
 use meshcall::media::frame::I420Frame;
 use meshcall::media::receive::DecodedFrame;
@@ -174,6 +174,7 @@ fn call_with(n: usize) -> CallView {
             metadata: Some(json!({"role": "camera"})),
             video: Some(pattern(i as u32 * 7)),
             has_audio: true,
+            rebound: false,
         });
     }
     v
@@ -310,7 +311,9 @@ fn join_sends_the_request_and_failures_come_back_in_words() {
     );
     // The server refuses the token: fatal error, then Idle → back to the join screen.
     engine.push(Event::Error {
+        kind: ErrorKind::JoinFailed,
         message: "could not join \"standup\": connect failed (close code Some(4001))".into(),
+        close_code: Some(4001),
         fatal: true,
     });
     engine.push(Event::CallState {
@@ -325,7 +328,9 @@ fn join_sends_the_request_and_failures_come_back_in_words() {
     h.get_by_label("Join").click();
     h.run_steps(1);
     engine.push(Event::Error {
+        kind: ErrorKind::Unreachable,
         message: "could not join \"standup\": connect failed (close code None)".into(),
+        close_code: None,
         fatal: true,
     });
     engine.push(Event::CallState {
@@ -438,6 +443,7 @@ fn shader_converts_bt601_limited_range() {
         metadata: None,
         video: Some(still(solid(81, 90, 240), 1)),
         has_audio: false,
+        rebound: false,
     });
     v.apply(Event::PeerJoined {
         id: "q".into(),
@@ -455,6 +461,7 @@ fn shader_converts_bt601_limited_range() {
         metadata: None,
         video: Some(still(solid(126, 128, 128), 1)),
         has_audio: false,
+        rebound: false,
     });
     let (mut h, _rs) = call_harness(v);
     h.run_steps(2);
@@ -484,6 +491,7 @@ fn screen_share_spotlight_and_name_tags() {
         metadata: Some(json!({"role": "screen", "username": "Grace's slides"})),
         video: Some(pattern(90)),
         has_audio: false,
+        rebound: false,
     });
     // A peer with no name anywhere.
     v.apply(Event::PeerJoined {
@@ -502,6 +510,7 @@ fn screen_share_spotlight_and_name_tags() {
         metadata: None,
         video: Some(pattern(3)),
         has_audio: true,
+        rebound: false,
     });
     let (mut h, _rs) = call_harness(v);
     h.run_steps(2);
@@ -548,6 +557,7 @@ fn reconnecting_peer_spins_and_recovered_peer_does_not() {
         metadata: None,
         video: Some(pattern(50)),
         has_audio: true,
+        rebound: true,
     });
     h.run_steps(2);
     assert!(h.query_by_label("Grace, connecting").is_none());
@@ -622,6 +632,7 @@ fn no_video_tile_shows_name_ring_status_and_stats() {
         metadata: None,
         video: None,
         has_audio: true,
+        rebound: false,
     });
     v.apply(Event::RemoteStatus {
         peer: "peer-0".into(),
@@ -764,6 +775,7 @@ fn malformed_frames_from_a_peer_are_skipped_not_fatal() {
             metadata: None,
             video: Some(still(f, 1)),
             has_audio: false,
+            rebound: false,
         });
     }
     let (mut h, rs) = call_harness(v);
@@ -927,6 +939,7 @@ fn a_failed_video_pipeline_says_so_instead_of_freezing() {
         metadata: Some(json!({"role": "camera"})),
         video: Some(RemoteVideo(Arc::new(FailedFeed))),
         has_audio: true,
+        rebound: false,
     });
     let (mut h, _rs) = call_harness(v);
     h.run_steps(2);

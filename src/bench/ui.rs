@@ -292,6 +292,7 @@ fn tiles(args: UiBenchArgs) -> Result<std::process::ExitCode, String> {
                     metadata: None,
                     video: Some(RemoteVideo(feed.clone())),
                     has_audio: false,
+                    rebound: false,
                 });
             }
             let pacer = Arc::new(RepaintPacer::new(

@@ -69,6 +69,26 @@ pub enum SpeakerChoice {
     Speaker(Option<String>),
 }
 
+/// What an [`Event::Error`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The join could not start, or the server refused it (`close_code` says why when known).
+    JoinFailed,
+    /// The server could not be reached at all.
+    Unreachable,
+    /// The call ended on the server's or the SDK's decision (a terminal close, a call that
+    /// could not be restored after a reconnect).
+    CallEnded,
+    /// A camera, microphone or speaker failed, was lost or appeared; the call goes on.
+    Device,
+    /// A screen share could not start or ended by itself.
+    ScreenShare,
+    /// A connection to one participant could not be recovered.
+    Connection,
+    /// Anything else worth telling (a chat line not sent, a command that does not apply now).
+    Notice,
+}
+
 /// A source or speaker named on the command line that does not parse; the message lists the
 /// accepted forms.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -323,8 +343,9 @@ pub enum Event {
         id: String,
         state: PeerConnectionState,
     },
-    /// A remote stream arrived. Sent again (same `stream_id`, new `video`) after a reconnect:
-    /// re-bind the tile.
+    /// A remote stream arrived. Sent again (same `stream_id`, new `video`, `rebound` true)
+    /// when the connection to that peer was replaced after a reconnect: the old feed never
+    /// delivers again, so the tile must be re-bound to the new one.
     StreamAdded {
         peer: String,
         stream_id: String,
@@ -332,6 +353,8 @@ pub enum Event {
         metadata: Option<Value>,
         video: Option<RemoteVideo>,
         has_audio: bool,
+        /// The engine was already showing this stream: a re-bind, not a new stream.
+        rebound: bool,
     },
     StreamRemoved {
         peer: String,
@@ -364,8 +387,13 @@ pub enum Event {
         local: f32,
         peers: Vec<(String, f32)>,
     },
+    /// Something went wrong. `kind` says what, so that the UI can word it without reading
+    /// `message`; `close_code` is the server's close code when one explains it.
     Error {
+        kind: ErrorKind,
         message: String,
+        close_code: Option<u16>,
+        /// The call ended (or never started) because of it.
         fatal: bool,
     },
     /// The engine changed the local media itself: the camera turned off because it was lost

@@ -52,7 +52,7 @@ pub(super) struct Call {
 
 pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: EngineOptions) {
     let mut call: Option<Call> = None;
-    let (fatal_tx, mut fatal_rx) = mpsc::channel::<String>(8);
+    let (fatal_tx, mut fatal_rx) = mpsc::channel::<CallEnded>(8);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut level_tick = tokio::time::interval(Duration::from_millis(100));
     let keepalive = options.keepalive_data.unwrap_or(Duration::from_secs(3600));
@@ -65,14 +65,14 @@ pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: En
                 match c {
                     Command::Join(req) => {
                         if call.is_some() {
-                            out.notice("already in a call; leave first".into()).await;
+                            out.notice(ErrorKind::Notice, "already in a call; leave first".into()).await;
                             continue;
                         }
                         out.call(Event::CallState { state: CallState::Joining, since: None }).await;
                         match join(*req, &out, &options, fatal_tx.clone()).await {
                             Ok(c) => call = Some(c),
-                            Err(message) => {
-                                out.call(Event::Error { message, fatal: true }).await;
+                            Err(e) => {
+                                out.fatal(e.kind(), e.to_string(), e.close_code()).await;
                                 out.call(Event::CallState { state: CallState::Idle, since: None }).await;
                             }
                         }
@@ -86,13 +86,13 @@ pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: En
                         if let Some(c) = call.as_mut() {
                             handle(c, other, &out, &options).await;
                         } else {
-                            out.notice("not in a call".into()).await;
+                            out.notice(ErrorKind::Notice, "not in a call".into()).await;
                         }
                     }
                 }
             }
-            Some(reason) = fatal_rx.recv() => {
-                out.call(Event::Error { message: reason, fatal: true }).await;
+            Some(ended) = fatal_rx.recv() => {
+                out.fatal(ErrorKind::CallEnded, ended.message, ended.close_code).await;
                 if let Some(c) = call.take() {
                     leave(c, &out).await;
                 }
@@ -179,19 +179,17 @@ pub(super) async fn join(
     req: JoinRequest,
     out: &Out,
     options: &EngineOptions,
-    fatal: mpsc::Sender<String>,
-) -> Result<Call, String> {
+    fatal: mpsc::Sender<CallEnded>,
+) -> Result<Call, JoinError> {
     let mut local_server = None;
-    let (origin, credential) = credential_for(&req, &options.local, &mut local_server)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (origin, credential) = credential_for(&req, &options.local, &mut local_server).await?;
     let settings = if req.loopback_only {
         PeerSettings::loopback_only()
     } else {
         PeerSettings::default()
     };
     let peer = MeteredPeer::new(ClientOptions::new(origin, credential), settings)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| JoinError::Setup(e.to_string()))?;
     // Sources first: a missing device is reported and the call goes on without it.
     let spec_stream = format!("camera-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let camera = open_video(&req.video, req.width, req.height, req.fps).and_then(|src| {
@@ -217,12 +215,15 @@ pub(super) async fn join(
     let sink = match open_speaker(&req.speaker) {
         Ok(s) => s,
         Err(e) => {
-            out.notice(format!("speaker: {e}; remote audio is not played"))
-                .await;
+            out.notice(
+                ErrorKind::Device,
+                format!("speaker: {e}; remote audio is not played"),
+            )
+            .await;
             Box::new(crate::media::devices::NullSink::new())
         }
     };
-    let (mixer, playout) = Mixer::start(sink).map_err(|e| e.to_string())?;
+    let (mixer, playout) = Mixer::start(sink).map_err(|e| JoinError::Setup(e.to_string()))?;
     let processor = shared(WebRtcProcessor::new(processing_for(
         &req.audio,
         req.audio_processing,
@@ -235,13 +236,13 @@ pub(super) async fn join(
     if let Some(v) = &camera {
         peer.add_media(v.media(), meta.clone())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| JoinError::Setup(e.to_string()))?;
         announce_preview(out, v).await;
     }
     if let Some(a) = &mic {
         peer.add_media(a.media(), meta.clone())
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| JoinError::Setup(e.to_string()))?;
     }
     let media = CallMedia {
         camera,
@@ -275,7 +276,7 @@ pub(super) async fn join(
     watch_peer(&call, out.clone(), fatal, options.keepalive_data.is_some());
     if let Err(e) = peer.join(&req.room, true).await {
         peer.close().await;
-        return Err(format!("could not join {:?}: {e}", req.room));
+        return Err(JoinError::refused(&req.room, &e));
     }
     out.call(Event::Joined {
         self_id: peer.peer_id().unwrap_or_default(),
@@ -310,7 +311,7 @@ pub(super) async fn report_device_error<T>(
     match r {
         Ok(v) => v,
         Err(e) => {
-            out.notice(format!("{what}: {e}")).await;
+            out.notice(ErrorKind::Device, format!("{what}: {e}")).await;
             None
         }
     }
@@ -381,8 +382,11 @@ pub(super) async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &Engi
                 lock(&c.media.processor).reset();
             }
             Err(e) => {
-                out.notice(format!("speaker: {e}; still playing on the previous one"))
-                    .await
+                out.notice(
+                    ErrorKind::Device,
+                    format!("speaker: {e}; still playing on the previous one"),
+                )
+                .await
             }
         },
         Command::StartScreenShare(choice) => {
@@ -395,7 +399,8 @@ pub(super) async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &Engi
                     sharing: false,
                 })
                 .await;
-                out.notice(format!("screen share: {e}")).await;
+                out.notice(ErrorKind::ScreenShare, format!("screen share: {e}"))
+                    .await;
             }
         }
         Command::StopScreenShare => {
@@ -409,7 +414,8 @@ pub(super) async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &Engi
                 return;
             }
             if let Err(e) = send_to_all(&c.peer, AppMessage::Chat { text }.to_value()).await {
-                out.notice(format!("chat not sent: {e}")).await;
+                out.notice(ErrorKind::Notice, format!("chat not sent: {e}"))
+                    .await;
             }
         }
         Command::Simulate(Simulation::DropSignalling) => c.peer.simulate_signalling_drop(),
@@ -426,8 +432,11 @@ pub(super) async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &Engi
                     p.blackhole_media(duration);
                 }
                 None => {
-                    out.notice(format!("blackhole: nobody called {peer:?} is in the call"))
-                        .await
+                    out.notice(
+                        ErrorKind::Notice,
+                        format!("blackhole: nobody called {peer:?} is in the call"),
+                    )
+                    .await
                 }
             }
         }
@@ -441,7 +450,7 @@ pub(super) async fn handle(c: &mut Call, cmd: Command, out: &Out, options: &Engi
             req.height = req.height.min(480);
             req.bitrate_bps = 800_000;
             if matches!(req.auth, Auth::Token(_)) {
-                out.notice("a test participant needs a secret, a publishable key or \"this computer\" (a token names one peer)".into()).await;
+                out.notice(ErrorKind::Notice, "a test participant needs a secret, a publishable key or \"this computer\" (a token names one peer)".into()).await;
                 return;
             }
             let guest = spawn(
@@ -489,8 +498,11 @@ pub(super) async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
         Ok(Some(src)) => src,
         Ok(None) => return,
         Err(e) => {
-            out.notice(format!("camera: {e}; keeping the previous one"))
-                .await;
+            out.notice(
+                ErrorKind::Device,
+                format!("camera: {e}; keeping the previous one"),
+            )
+            .await;
             return;
         }
     };
@@ -509,7 +521,7 @@ pub(super) async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
             let v = match started {
                 Ok(v) => v,
                 Err(e) => {
-                    out.notice(format!("camera: {e}")).await;
+                    out.notice(ErrorKind::Device, format!("camera: {e}")).await;
                     return;
                 }
             };
@@ -518,7 +530,7 @@ pub(super) async fn set_camera(c: &mut Call, choice: VideoChoice, out: &Out) {
                 .add_media(v.media(), Some(json!({"role": "camera"})))
                 .await
             {
-                out.notice(format!("camera: {e}")).await;
+                out.notice(ErrorKind::Device, format!("camera: {e}")).await;
                 return;
             }
             announce_preview(out, &v).await;
@@ -579,8 +591,11 @@ pub(super) async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out)
         Ok(Some(src)) => src,
         Ok(None) => return,
         Err(e) => {
-            out.notice(format!("microphone: {e}; keeping the previous one"))
-                .await;
+            out.notice(
+                ErrorKind::Device,
+                format!("microphone: {e}; keeping the previous one"),
+            )
+            .await;
             return;
         }
     };
@@ -600,7 +615,8 @@ pub(super) async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out)
             let a = match started {
                 Ok(a) => a,
                 Err(e) => {
-                    out.notice(format!("microphone: {e}")).await;
+                    out.notice(ErrorKind::Device, format!("microphone: {e}"))
+                        .await;
                     return;
                 }
             };
@@ -611,7 +627,8 @@ pub(super) async fn set_microphone(c: &mut Call, choice: AudioChoice, out: &Out)
                 .add_media(a.media(), Some(json!({"role": "camera"})))
                 .await
             {
-                out.notice(format!("microphone: {e}")).await;
+                out.notice(ErrorKind::Device, format!("microphone: {e}"))
+                    .await;
                 return;
             }
             c.media.mic = Some(a);

@@ -8,7 +8,8 @@ use serde_json::json;
 use super::api::*;
 use super::local;
 use crate::auth::{Actions, MintRequest, PatternSet, Secret, SecretKey, mint};
-use crate::client::Credential;
+use crate::client::{ClientError, Credential};
+use crate::peer::PeerError;
 
 pub(super) fn now_unix() -> u64 {
     std::time::SystemTime::now()
@@ -45,6 +46,60 @@ pub enum JoinError {
     EmptyRoom,
     #[error("could not start or reach the local server: {0}")]
     Local(String),
+    /// The call's peer or media could not be set up (signalling options, audio output, WebRTC).
+    #[error("{0}")]
+    Setup(String),
+    /// The server refused the join; `close_code` is its close code (or the HTTP status of a
+    /// refused upgrade) when it gave one.
+    #[error("could not join {room:?}: {message}")]
+    Refused {
+        room: String,
+        close_code: Option<u16>,
+        message: String,
+    },
+    /// The server could not be reached at all.
+    #[error("could not join {room:?}: {message}")]
+    Unreachable { room: String, message: String },
+}
+
+impl JoinError {
+    /// Sorts the SDK's join failure: unreachable, refused with a code, or refused otherwise.
+    pub(super) fn refused(room: &str, e: &PeerError) -> JoinError {
+        let (room, message) = (room.to_string(), e.to_string());
+        match e {
+            PeerError::Signalling(ClientError::ConnectFailed {
+                close_code: None, ..
+            }) => JoinError::Unreachable { room, message },
+            PeerError::Signalling(ClientError::ConnectFailed { close_code, .. }) => {
+                JoinError::Refused {
+                    room,
+                    close_code: *close_code,
+                    message,
+                }
+            }
+            _ => JoinError::Refused {
+                room,
+                close_code: None,
+                message,
+            },
+        }
+    }
+
+    /// What kind of error this is, for the UI's wording.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            JoinError::Unreachable { .. } => ErrorKind::Unreachable,
+            _ => ErrorKind::JoinFailed,
+        }
+    }
+
+    /// The server's close code, when it explains the refusal.
+    pub fn close_code(&self) -> Option<u16> {
+        match self {
+            JoinError::Refused { close_code, .. } => *close_code,
+            _ => None,
+        }
+    }
 }
 
 /// A credential that mints a fresh token on every connect.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use super::api::{AudioChoice, Event, SpeakerChoice, VideoChoice};
+use super::api::{AudioChoice, ErrorKind, Event, SpeakerChoice, VideoChoice};
 use super::call::{Call, handle_set_camera_enabled, set_camera_source};
 use super::call_media::{open_audio, open_speaker, open_video, processing_for};
 use super::handle::Out;
@@ -85,7 +85,7 @@ pub(super) async fn watch_devices(c: &mut Call, out: &Out, every: Duration) {
             Ok(inventory) => {
                 for notice in c.device_watch.update(inventory) {
                     info!(%notice, "device appeared");
-                    out.notice(notice).await;
+                    out.notice(ErrorKind::Device, notice).await;
                 }
             }
             Err(e) => warn!(error = %e, "device scan failed"),
@@ -137,7 +137,7 @@ pub(super) async fn recover_lost_microphone(c: &mut Call, out: &Out) {
     }
     c.req.audio = choice;
     c.mic_recovered_at = Some(Instant::now());
-    out.notice(message).await;
+    out.notice(ErrorKind::Device, message).await;
 }
 
 /// A camera that stopped is replaced by the first camera the system lists; with none (or one
@@ -182,7 +182,7 @@ pub(super) async fn recover_lost_camera(c: &mut Call, out: &Out) {
             let message = format!("Camera lost ({error}). Switched to another camera.");
             warn!(%message, ?choice, "camera lost");
             set_camera_source(c, choice, src);
-            out.notice(message).await;
+            out.notice(ErrorKind::Device, message).await;
         }
         None => {
             let message = format!("Camera lost ({error}). No other camera found: camera off.");
@@ -194,7 +194,7 @@ pub(super) async fn recover_lost_camera(c: &mut Call, out: &Out) {
                 sharing: c.media.screen.is_some(),
             })
             .await;
-            out.notice(message).await;
+            out.notice(ErrorKind::Device, message).await;
         }
     }
 }
@@ -214,7 +214,11 @@ pub(super) async fn end_lost_screen_share(c: &mut Call, out: &Out) {
         sharing: false,
     })
     .await;
-    out.notice(format!("Screen share ended ({error}).")).await;
+    out.notice(
+        ErrorKind::ScreenShare,
+        format!("Screen share ended ({error})."),
+    )
+    .await;
 }
 
 /// A speaker that stopped is replaced by the system default speaker; with none (or one that
@@ -250,7 +254,7 @@ pub(super) async fn recover_lost_speaker(c: &mut Call, out: &Out) {
     c.media.mixer.replace_sink(sink);
     lock(&c.media.processor).reset(); // another echo path
     c.req.speaker = choice;
-    out.notice(message).await;
+    out.notice(ErrorKind::Device, message).await;
 }
 
 #[cfg(test)]

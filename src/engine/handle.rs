@@ -106,10 +106,23 @@ impl Out {
     }
     /// From non-async contexts (decoder thread callbacks): drop rather than block.
     /// A problem worth telling the user that does not end the call.
-    pub(super) async fn notice(&self, message: String) {
+    pub(super) async fn notice(&self, kind: ErrorKind, message: String) {
         self.call(Event::Error {
+            kind,
             message,
+            close_code: None,
             fatal: false,
+        })
+        .await;
+    }
+
+    /// An error that ended the call (or kept it from starting).
+    pub(super) async fn fatal(&self, kind: ErrorKind, message: String, close_code: Option<u16>) {
+        self.call(Event::Error {
+            kind,
+            message,
+            close_code,
+            fatal: true,
         })
         .await;
     }

@@ -48,10 +48,16 @@ pub(super) async fn peer_gone(
 /// (a newcomer greets as soon as it sees us, which can overtake our own record of it).
 const EARLY_STATUS_WAIT: Duration = Duration::from_secs(1);
 
+/// Why the SDK ended the call, for the engine task (which leaves and reports it).
+pub(super) struct CallEnded {
+    pub(super) message: String,
+    pub(super) close_code: Option<u16>,
+}
+
 /// Turns MeteredPeer events into engine events: one task per call, one `select!` over the
 /// call's event streams, so the order in which the UI hears of them is the order they are
 /// handled here. Per remote peer, `watch_remote` does the same for its own streams.
-pub(super) fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headless: bool) {
+pub(super) fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<CallEnded>, headless: bool) {
     let departures = Arc::new(Mutex::new(Departures::new(REJOIN_GRACE)));
     let ctx = PeerCtx {
         me: c.peer.clone(),
@@ -78,7 +84,7 @@ pub(super) fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<String>, headle
 /// The call-level watcher's state.
 struct CallWatcher {
     ctx: PeerCtx,
-    fatal: mpsc::Sender<String>,
+    fatal: mpsc::Sender<CallEnded>,
     /// When the signalling outage began (for the "reconnecting for …" clock).
     down_since: Option<Instant>,
     /// Statuses from senders not listed yet: (sender, status, give up at).
@@ -143,22 +149,33 @@ impl CallWatcher {
         match e {
             PeerEventError::Fatal { code, message } => {
                 let words = code.map(explain_close_code).unwrap_or_default();
-                let _ = self.fatal.send(format!("{message}{words}")).await;
+                let _ = self
+                    .fatal
+                    .send(CallEnded {
+                        message: format!("{message}{words}"),
+                        close_code: code,
+                    })
+                    .await;
             }
             PeerEventError::ReconcileTimeout => {
                 let _ = self
                     .fatal
-                    .send("the call could not be restored after the server came back (reconcile timed out)".into())
+                    .send(CallEnded {
+                        message: "the call could not be restored after the server came back (reconcile timed out)".into(),
+                        close_code: None,
+                    })
                     .await;
             }
             PeerEventError::IceRecoveryExhausted { peer, attempts } => {
-                out.notice(format!(
-                    "connection to {peer} not recovered after {attempts} ICE restarts"
-                ))
+                out.notice(
+                    ErrorKind::Connection,
+                    format!("connection to {peer} not recovered after {attempts} ICE restarts"),
+                )
                 .await;
             }
             PeerEventError::TokenProvider { message, .. } => {
-                out.notice(format!("token: {message}")).await;
+                out.notice(ErrorKind::Notice, format!("token: {message}"))
+                    .await;
             }
         }
     }
@@ -447,7 +464,11 @@ pub(super) async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
             Ok(dc) => {
                 tokio::spawn(pump_channel(dc, id.clone(), ctx.out.clone()));
             }
-            Err(e) => ctx.out.notice(format!("{id}: {e}")).await,
+            Err(e) => {
+                ctx.out
+                    .notice(ErrorKind::Notice, format!("{id}: {e}"))
+                    .await
+            }
         }
     }
     let mut states = remote.state_changes();
@@ -515,8 +536,13 @@ pub(super) async fn start_track(ctx: &PeerCtx, peer: &str, t: Arc<RemoteTrack>) 
                     out.poke();
                 }
             }));
-            let has_audio = lock(&ctx.remote).audio.contains_key(&key);
-            lock(&ctx.remote).video.insert(key, rx.clone());
+            let (has_audio, rebound) = {
+                let mut m = lock(&ctx.remote);
+                (
+                    m.audio.contains_key(&key),
+                    m.video.insert(key, rx.clone()).is_some(),
+                )
+            };
             ctx.out
                 .call(Event::StreamAdded {
                     peer: peer.to_string(),
@@ -525,6 +551,7 @@ pub(super) async fn start_track(ctx: &PeerCtx, peer: &str, t: Arc<RemoteTrack>) 
                     metadata: t.metadata.clone(),
                     video: Some(RemoteVideo(Arc::new(Feed(rx)))),
                     has_audio,
+                    rebound,
                 })
                 .await;
         }
@@ -555,6 +582,7 @@ pub(super) async fn start_track(ctx: &PeerCtx, peer: &str, t: Arc<RemoteTrack>) 
                         metadata: t.metadata.clone(),
                         video: None,
                         has_audio: true,
+                        rebound: false,
                     })
                     .await;
             }

@@ -199,12 +199,16 @@ impl MeshcallApp {
         match &mut self.screen {
             Screen::Call(view) => match ev {
                 Event::Error {
+                    kind,
                     message,
+                    close_code,
                     fatal: true,
                 } => {
-                    self.error = Some(explain_error(&message));
+                    self.error = Some(explain_error(kind, close_code, &message));
                     view.apply(Event::Error {
+                        kind,
                         message,
+                        close_code,
                         fatal: true,
                     });
                 }
@@ -217,8 +221,14 @@ impl MeshcallApp {
                 other => view.apply(other),
             },
             Screen::Join => {
-                if let Event::Error { message, .. } = ev {
-                    self.error = Some(explain_error(&message));
+                if let Event::Error {
+                    kind,
+                    message,
+                    close_code,
+                    ..
+                } = ev
+                {
+                    self.error = Some(explain_error(kind, close_code, &message));
                 }
             }
         }

@@ -6,7 +6,7 @@ use eframe::egui::{self, Color32, RichText, Ui};
 use serde::{Deserialize, Serialize};
 
 use super::devices::DeviceLists;
-use crate::engine::api::{AudioChoice, Auth, JoinRequest, SpeakerChoice, VideoChoice};
+use crate::engine::api::{AudioChoice, Auth, ErrorKind, JoinRequest, SpeakerChoice, VideoChoice};
 use crate::engine::api::{ProcessingSettings, SinkChoice, SourceChoice};
 
 /// How the user authenticates.
@@ -707,24 +707,20 @@ fn audio_label(a: AudioSource) -> &'static str {
     }
 }
 
-/// An engine error in words a user can act on. The engine explains close codes of a call that
-/// was up; a join that fails on the first connect reports only `close code Some(N)` / `None`,
-/// which this turns into the same wording.
-pub fn explain_error(message: &str) -> String {
-    let code = message
-        .split("close code Some(")
-        .nth(1)
-        .and_then(|r| r.split(')').next())
-        .and_then(|c| c.parse::<u16>().ok());
-    if let Some(code) = code {
-        let why = crate::engine::explain_close_code(code);
-        return format!("Could not join{why}.");
+/// An engine error in words for the join screen's banner: a refusal explained by its close
+/// code, an unreachable server, or the engine's own message.
+pub fn explain_error(kind: ErrorKind, close_code: Option<u16>, message: &str) -> String {
+    match (kind, close_code) {
+        (ErrorKind::JoinFailed, Some(code)) => {
+            let why = crate::engine::explain_close_code(code);
+            format!("Could not join{why}.")
+        }
+        (ErrorKind::Unreachable, _) => {
+            "Could not reach the server. Check the address and that the server is running."
+                .to_string()
+        }
+        _ => message.to_string(),
     }
-    if message.contains("close code None") {
-        return "Could not reach the server. Check the address and that the server is running."
-            .to_string();
-    }
-    message.to_string()
 }
 
 #[cfg(test)]
@@ -816,10 +812,27 @@ mod tests {
 
     #[test]
     fn join_errors_in_words() {
-        let m = explain_error("could not join \"r\": connect failed (close code Some(4001))");
+        let m = explain_error(
+            ErrorKind::JoinFailed,
+            Some(4001),
+            "could not join \"r\": connect failed (close code Some(4001))",
+        );
         assert!(m.contains("token was refused"), "{m}");
-        let m = explain_error("could not join \"r\": connect failed (close code None)");
+        let m = explain_error(
+            ErrorKind::Unreachable,
+            None,
+            "could not join \"r\": connect failed (close code None)",
+        );
         assert!(m.contains("Could not reach the server"), "{m}");
-        assert_eq!(explain_error("other"), "other");
+        assert_eq!(explain_error(ErrorKind::Notice, None, "other"), "other");
+        // A call that ended with a code keeps the engine's own words (they already explain it).
+        assert_eq!(
+            explain_error(
+                ErrorKind::CallEnded,
+                Some(4020),
+                "removed (you were removed)"
+            ),
+            "removed (you were removed)"
+        );
     }
 }

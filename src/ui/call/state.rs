@@ -286,8 +286,9 @@ impl CallView {
             } => {
                 self.peer_mut(&peer);
                 let stream_name = stream_name(metadata.as_ref());
-                // Re-bound on every StreamAdded: after a reconnect the same stream id comes
-                // with a new receiver, and the old one never delivers again.
+                // A re-bind (`rebound`) replaces the tile's feed; a tile is also re-bound if
+                // the same stream id arrives without the flag (the feed is new either way), so
+                // a tile can never keep a feed that no longer delivers.
                 if let Some(t) = self
                     .tiles
                     .iter_mut()
@@ -528,6 +529,7 @@ mod tests {
             metadata: None,
             video: None,
             has_audio: true,
+            rebound: false,
         }
     }
 
@@ -617,6 +619,7 @@ mod tests {
             metadata: Some(json!({"role":"screen","username":"Xu's slides"})),
             video: None,
             has_audio: false,
+            rebound: false,
         });
         assert_eq!(v.tile_name(&v.tiles[0]), "Xu's slides");
         assert_eq!(v.tiles[0].role, StreamRole::Screen);
