@@ -47,6 +47,7 @@ use super::rungs::{self, Rung};
 use super::source::{AUDIO_FRAME, AudioSource, VideoSource, media_instant};
 use super::stats::SendStats;
 use crate::peer::error::PeerError;
+use crate::peer::feedback::LegFeedback;
 use crate::peer::local_media::{LocalMedia, MediaLeg};
 use crate::peer::remote_peer::RemotePeer;
 use crate::peer::state::PeerConnectionState;
@@ -133,8 +134,9 @@ struct LegSlot {
     /// The leg dropped a frame and must restart at a keyframe.
     need_key: Arc<AtomicBool>,
     report: Arc<Mutex<LegReport>>,
-    /// The leg's SSRC, whose receiver reports the rate controller reads.
-    ssrc: u32,
+    /// The receiver reports about this leg's stream, from its connection (`None` when the
+    /// connection was already gone when the leg joined).
+    feedback: Option<LegFeedback>,
     /// The encoding this leg receives (`Rung::index`), set by the encoder thread.
     rung: Arc<AtomicU8>,
     /// Encoded bytes written to the leg's track.
@@ -256,7 +258,10 @@ impl SampleFanout {
         let legs = lock(&self.legs);
         legs.iter()
             .map(|leg| {
-                let report = crate::peer::feedback::latest(leg.ssrc)
+                let report = leg
+                    .feedback
+                    .as_ref()
+                    .and_then(LegFeedback::latest)
                     .filter(|l| l.at.elapsed() < Duration::from_secs(5));
                 let r = lock(&leg.report);
                 LegView {
@@ -427,7 +432,7 @@ async fn run_leg(
             tx,
             need_key: need_key.clone(),
             report: report.clone(),
-            ssrc,
+            feedback: peer.loss_feedback(ssrc),
             rung: rung.clone(),
             media_bytes: media_bytes.clone(),
         });
@@ -1285,7 +1290,7 @@ mod tests {
             tx,
             need_key: need_key.clone(),
             report: Arc::default(),
-            ssrc: 1,
+            feedback: None,
             rung: Arc::new(AtomicU8::new(0)),
             media_bytes: Arc::default(),
         });
@@ -1333,7 +1338,7 @@ mod tests {
                 tx,
                 need_key: Arc::new(AtomicBool::new(false)),
                 report: Arc::default(),
-                ssrc: id as u32,
+                feedback: None,
                 rung: Arc::new(AtomicU8::new(0)),
                 media_bytes: Arc::default(),
             });

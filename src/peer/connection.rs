@@ -42,6 +42,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use super::error::{PeerError, scrub};
+use super::feedback::FeedbackTable;
 use super::ladder::{IceLadder, LadderAction};
 use super::negotiation::{OfferDecision, WatchdogAction, Watchdogs, accept_answer, decide_offer};
 use super::runtime::{ClampedRuntime, NetworkGate};
@@ -115,6 +116,8 @@ pub(crate) struct ConnectionHandle {
     pub(crate) generation: u64,
     pub(crate) pc: Arc<dyn PeerConnection>,
     cmd: mpsc::Sender<Command>,
+    /// Receiver reports about the streams we send on this connection.
+    pub(crate) feedback: FeedbackTable,
 }
 
 impl ConnectionHandle {
@@ -233,7 +236,10 @@ const RECEIVER_REPORT_INTERVAL: Duration = Duration::from_millis(250);
 /// The interceptor chain: NACK (tuned as above), RTCP sender/receiver reports, the TWCC receiver
 /// (so a browser sending to us can estimate bandwidth), RTX unwrapping and the keyframe tap. This is
 /// `register_default_interceptors` with the NACK and receiver-report timing changed.
-fn interceptors(me: &mut MediaEngine) -> Result<Registry, rtc::shared::error::Error> {
+fn interceptors(
+    me: &mut MediaEngine,
+    feedback: FeedbackTable,
+) -> Result<Registry, rtc::shared::error::Error> {
     let registry = Registry::new()
         .with(
             Slot::NackResponder,
@@ -263,7 +269,13 @@ fn interceptors(me: &mut MediaEngine) -> Result<Registry, rtc::shared::error::Er
             Slot::from(super::rtx::RTX_UNWRAP_SLOT),
             super::rtx::RtxUnwrap::default(),
         )
-        .with(Slot::from(KEYFRAME_TAP_SLOT), KeyframeTap::default()))
+        .with(
+            Slot::from(KEYFRAME_TAP_SLOT),
+            KeyframeTap {
+                feedback,
+                ..KeyframeTap::default()
+            },
+        ))
 }
 
 /// Where the keyframe tap sits in the interceptor chain: past every built-in slot, so it sees
@@ -278,9 +290,10 @@ const KEYFRAME_TAP_SLOT: usize = 14_000;
 struct KeyframeTap {
     read: VecDeque<TaggedPacket>,
     write: VecDeque<TaggedPacket>,
+    /// Where report blocks about our streams go (this connection's own table).
+    feedback: FeedbackTable,
     /// The SSRCs we send on this connection: report blocks about anything else are ignored, so
-    /// a peer cannot fill the process-wide feedback table or pose as another connection's
-    /// receiver.
+    /// a peer cannot fill the feedback table with strangers' streams.
     local: std::collections::HashSet<u32>,
     /// Report blocks recorded in the current second (and when it started): a peer flooding
     /// reports is cut off at [`REPORT_BLOCKS_PER_SEC`] instead of hammering the shared table.
@@ -325,7 +338,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeTap {
                         continue;
                     }
                     *used += 1;
-                    super::feedback::record(
+                    self.feedback.record(
                         b.ssrc,
                         b.fraction_lost,
                         b.total_lost,
@@ -468,6 +481,7 @@ async fn build_pc(
     ice_servers: &[IceServer],
     gate: Arc<NetworkGate>,
     handler: Arc<Forwarder>,
+    feedback: FeedbackTable,
 ) -> Result<Arc<dyn PeerConnection>, PeerError> {
     let se = SettingEngineBuilder::new()
         // mDNS would bind 5353 (and fail where multicast has no route); never wanted here.
@@ -490,7 +504,7 @@ async fn build_pc(
         .build();
     let mut me = MediaEngine::default();
     register_call_codecs(&mut me).map_err(rtc_err)?;
-    let registry = interceptors(&mut me).map_err(rtc_err)?;
+    let registry = interceptors(&mut me, feedback).map_err(rtc_err)?;
     let servers: Vec<RTCIceServer> = ice_servers
         .iter()
         .map(|s| RTCIceServer {
@@ -523,11 +537,13 @@ async fn build_pc(
 pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, PeerError> {
     let (pc_tx, pc_rx) = mpsc::channel(1024);
     let handler = Arc::new(Forwarder { tx: pc_tx });
+    let feedback = FeedbackTable::default();
     let pc = build_pc(
         &params.settings,
         &params.ice_servers,
         params.gate.clone(),
         handler,
+        feedback.clone(),
     )
     .await?;
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
@@ -535,6 +551,7 @@ pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, 
         generation: params.generation,
         pc: pc.clone(),
         cmd: cmd_tx,
+        feedback,
     };
     let settings = params.settings.clone();
     let polite_flag = params.polite;
@@ -1198,15 +1215,15 @@ mod tests {
         tap.handle_read(rr((0x7000_0000..0x7000_2000).chain([0x5eed_0001])))
             .expect("read");
         assert!(tap.poll_read().is_some(), "the packet still goes on");
-        assert!(super::super::feedback::latest(0x5eed_0001).is_some());
-        assert_eq!(super::super::feedback::latest(0x7000_0010), None);
+        assert!(tap.feedback.latest(0x5eed_0001).is_some());
+        assert_eq!(tap.feedback.latest(0x7000_0010), None);
         tap.unbind_local_stream(&StreamInfo {
             ssrc: 0x5eed_0001,
             ..Default::default()
         });
         tap.handle_read(rr([0x5eed_0002].into_iter()))
             .expect("read");
-        assert_eq!(super::super::feedback::latest(0x5eed_0002), None);
+        assert_eq!(tap.feedback.latest(0x5eed_0002), None);
     }
 
     #[test]
@@ -1221,7 +1238,7 @@ mod tests {
                 .expect("read");
             let _ = tap.poll_read();
         }
-        assert!(super::super::feedback::latest(0x5eed_0003).is_some());
+        assert!(tap.feedback.latest(0x5eed_0003).is_some());
         assert_eq!(
             tap.dropped_blocks,
             1_000 - u64::from(REPORT_BLOCKS_PER_SEC),

@@ -1,9 +1,11 @@
 //! Receiver feedback about our outgoing streams, as read from RTCP receiver reports.
 //!
 //! webrtc-rs 0.21 does not surface report blocks to the application (its stats keep the remote
-//! loss at zero in practice), so the connection's RTCP tap records every report block here,
-//! keyed by the SSRC it describes. SSRCs are random 32-bit values chosen per leg, so one
-//! process-wide table is enough; it is bounded and forgets streams silent for a minute.
+//! loss at zero in practice), so each connection's RTCP tap records the report blocks about the
+//! streams it sends into that connection's [`FeedbackTable`], keyed by SSRC; each send leg holds
+//! a [`LegFeedback`] (the table of the connection it was attached to, and its own SSRC) and
+//! reads its receiver's latest report from it. The table is bounded and forgets streams silent
+//! for a minute.
 //!
 //! A remote peer cannot abuse it: the tap records only blocks about SSRCs bound on that peer's
 //! own connection (so it can neither fill the table nor pose as another peer's receiver), at
@@ -12,7 +14,7 @@
 //! other struggling legs), never the full-size encoding the others get.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The latest report block about one of our SSRCs.
@@ -32,6 +34,24 @@ pub struct LossReport {
     window_start: (Instant, u32, u32),
 }
 
+/// One connection's report blocks about the streams we send on it.
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackTable(Arc<Mutex<HashMap<u32, LossReport>>>);
+
+/// What one send leg reads: its connection's table and its own SSRC.
+#[derive(Debug, Clone)]
+pub struct LegFeedback {
+    table: FeedbackTable,
+    ssrc: u32,
+}
+
+impl LegFeedback {
+    /// The latest report about this leg's stream, if any arrived.
+    pub fn latest(&self) -> Option<LossReport> {
+        self.table.latest(self.ssrc)
+    }
+}
+
 /// The shortest span a loss fraction is computed over. A browser sends a receiver report with
 /// every NACK, so report blocks can arrive tens of milliseconds apart, each with a
 /// `fraction_lost` over a handful of packets (0 %, 20 %, 40 %…); computing the fraction from
@@ -42,14 +62,51 @@ pub const LOSS_WINDOW: Duration = Duration::from_secs(1);
 const CAP: usize = 4_096;
 const FORGET: Duration = Duration::from_secs(60);
 
-fn table() -> &'static Mutex<HashMap<u32, LossReport>> {
-    static T: OnceLock<Mutex<HashMap<u32, LossReport>>> = OnceLock::new();
-    T.get_or_init(|| Mutex::new(HashMap::new()))
+impl FeedbackTable {
+    /// The handle a send leg on this connection reads its reports through.
+    pub fn for_leg(&self, ssrc: u32) -> LegFeedback {
+        LegFeedback {
+            table: self.clone(),
+            ssrc,
+        }
+    }
+
+    /// Records one report block (called from the RTCP tap on the driver task; cheap).
+    /// `highest_seq` is the block's extended highest sequence number received.
+    pub fn record(
+        &self,
+        ssrc: u32,
+        fraction_lost: u8,
+        total_lost: u32,
+        highest_seq: u32,
+        jitter: u32,
+        now: Instant,
+    ) {
+        let Ok(mut t) = self.0.lock() else { return };
+        record_into(
+            &mut t,
+            ssrc,
+            fraction_lost,
+            total_lost,
+            highest_seq,
+            jitter,
+            now,
+        );
+    }
+
+    /// The latest report about `ssrc`, if any arrived.
+    pub fn latest(&self, ssrc: u32) -> Option<LossReport> {
+        self.0.lock().ok()?.get(&ssrc).copied()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |t| t.len())
+    }
 }
 
-/// Records one report block (called from the RTCP tap on the driver task; cheap).
-/// `highest_seq` is the block's extended highest sequence number received.
-pub fn record(
+fn record_into(
+    t: &mut HashMap<u32, LossReport>,
     ssrc: u32,
     fraction_lost: u8,
     total_lost: u32,
@@ -57,7 +114,6 @@ pub fn record(
     jitter: u32,
     now: Instant,
 ) {
-    let Ok(mut t) = table().lock() else { return };
     if t.len() >= CAP && !t.contains_key(&ssrc) {
         t.retain(|_, r| now.duration_since(r.at) < FORGET);
         if t.len() >= CAP {
@@ -86,11 +142,6 @@ pub fn record(
     entry.at = now;
 }
 
-/// The latest report about `ssrc`, if any arrived.
-pub fn latest(ssrc: u32) -> Option<LossReport> {
-    table().lock().ok()?.get(&ssrc).copied()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,15 +149,21 @@ mod tests {
     #[test]
     fn records_and_bounds() {
         let now = Instant::now();
-        record(7, 64, 10, 1000, 3, now);
-        let r = latest(7).expect("recorded");
+        let table = FeedbackTable::default();
+        table.record(7, 64, 10, 1000, 3, now);
+        let r = table.for_leg(7).latest().expect("recorded");
         assert_eq!(r.fraction_lost, 0.25, "the first block's own fraction");
         assert_eq!(r.total_lost, 10);
-        assert_eq!(latest(8), None);
+        assert_eq!(table.latest(8), None);
+        assert_eq!(
+            FeedbackTable::default().latest(7),
+            None,
+            "each connection has its own table"
+        );
         for s in 100..(100 + CAP as u32 + 10) {
-            record(s, 0, 0, 0, 0, now);
+            table.record(s, 0, 0, 0, 0, now);
         }
-        assert!(table().lock().expect("lock").len() <= CAP);
+        assert!(table.len() <= CAP);
     }
 
     #[test]
@@ -115,13 +172,14 @@ mod tests {
         // steady truth is 10 % (100 packets a second, 10 lost).
         let t0 = Instant::now();
         let ssrc = 0x1055_0001;
-        record(ssrc, 0, 0, 10_000, 0, t0);
+        let table = FeedbackTable::default();
+        table.record(ssrc, 0, 0, 10_000, 0, t0);
         for i in 1..=40u32 {
             let t = t0 + Duration::from_millis(u64::from(i) * 50);
             let noisy = if i % 4 == 0 { 102 } else { 0 }; // 40 % or 0 % per report
-            record(ssrc, noisy, i / 2, 10_000 + i * 5, 0, t);
+            table.record(ssrc, noisy, i / 2, 10_000 + i * 5, 0, t);
         }
-        let r = latest(ssrc).expect("recorded");
+        let r = table.latest(ssrc).expect("recorded");
         assert!((r.fraction_lost - 0.10).abs() < 0.01, "{}", r.fraction_lost);
     }
 }

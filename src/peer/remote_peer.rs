@@ -426,6 +426,12 @@ impl RemotePeer {
         self.inner.conn.lock().ok().and_then(|c| c.clone())
     }
 
+    /// What a send leg with `ssrc` on the current connection reads its receiver's reports
+    /// through (`None` when there is no connection).
+    pub fn loss_feedback(&self, ssrc: u32) -> Option<super::feedback::LegFeedback> {
+        self.handle().map(|h| h.feedback.for_leg(ssrc))
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.inner.closed.load(Ordering::SeqCst)
     }
