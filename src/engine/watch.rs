@@ -394,6 +394,16 @@ pub fn explain_close_code(code: u16) -> String {
 
 pub(super) async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
     let id = remote.id().to_string();
+    // Subscribed before anything is awaited, so nothing the peer does meanwhile is missed.
+    let mut states = remote.state_changes();
+    let mut tracks = remote.on_track();
+    let mut removed = remote.on_stream_removed();
+    let mut incoming = remote.on_data_channel();
+    let existing: Vec<Arc<RemoteTrack>> = remote
+        .current_streams()
+        .into_iter()
+        .flat_map(|s| s.tracks)
+        .collect();
     // Tell the newcomer our mic/camera state.
     let _ = ctx
         .me
@@ -406,53 +416,14 @@ pub(super) async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
             .to_value(),
         )
         .await;
-    {
-        let mut tracks = remote.on_track();
-        let ctx2 = ctx.clone();
-        let id2 = id.clone();
-        let existing: Vec<Arc<RemoteTrack>> = remote
-            .current_streams()
-            .into_iter()
-            .flat_map(|s| s.tracks)
-            .collect();
-        tokio::spawn(async move {
-            for t in existing {
-                start_track(&ctx2, &id2, t).await;
-            }
-            while let Some(t) = tracks.next_item().await {
-                start_track(&ctx2, &id2, t.track).await;
-            }
-        });
-    }
-    {
-        let mut removed = remote.on_stream_removed();
-        let ctx2 = ctx.clone();
-        let id2 = id.clone();
-        tokio::spawn(async move {
-            while let Some(s) = removed.next_item().await {
-                {
-                    let mut m = lock(&ctx2.remote);
-                    m.video.remove(&(id2.clone(), s.stream_id.clone()));
-                    m.audio.remove(&(id2.clone(), s.stream_id.clone()));
-                }
-                ctx2.out
-                    .call(Event::StreamRemoved {
-                        peer: id2.clone(),
-                        stream_id: s.stream_id,
-                    })
-                    .await;
-            }
-        });
-    }
-    if ctx.headless {
-        let mut incoming = remote.on_data_channel();
-        let out = ctx.out.clone();
-        let id2 = id.clone();
-        tokio::spawn(async move {
-            while let Some(dc) = incoming.next_item().await {
-                tokio::spawn(pump_channel(dc, id2.clone(), out.clone()));
-            }
-        });
+    ctx.out
+        .call(Event::PeerConnection {
+            id: id.clone(),
+            state: remote.state(),
+        })
+        .await;
+    for t in existing {
+        start_track(&ctx, &id, t).await;
     }
     let opener = ctx.headless
         && ctx
@@ -471,33 +442,50 @@ pub(super) async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
             }
         }
     }
-    let mut states = remote.state_changes();
-    ctx.out
-        .call(Event::PeerConnection {
-            id: id.clone(),
-            state: remote.state(),
-        })
-        .await;
-    while let Some(c) = states.next_item().await {
-        // A peer waiting to come back stays "reconnecting", not "closed".
-        let quiet = c.to == PeerConnectionState::Closed && lock(&ctx.departures).is_lingering(&id);
-        if !quiet {
-            ctx.out
-                .call(Event::PeerConnection {
-                    id: id.clone(),
-                    state: c.to,
-                })
-                .await;
-        }
-        if c.to == PeerConnectionState::Connected
-            && c.from == PeerConnectionState::Reconnecting
-            && opener
-            && let Ok(dc) = remote.create_data_channel("meshcall", None).await
-        {
-            tokio::spawn(pump_channel(dc, id.clone(), ctx.out.clone()));
-        }
-        if c.to == PeerConnectionState::Closed {
-            break;
+    // One loop over this peer's streams: its events reach the UI in the order handled here.
+    loop {
+        tokio::select! {
+            c = states.next_item() => {
+                let Some(c) = c else { break };
+                // A peer waiting to come back stays "reconnecting", not "closed".
+                let quiet =
+                    c.to == PeerConnectionState::Closed && lock(&ctx.departures).is_lingering(&id);
+                if !quiet {
+                    ctx.out
+                        .call(Event::PeerConnection {
+                            id: id.clone(),
+                            state: c.to,
+                        })
+                        .await;
+                }
+                if c.to == PeerConnectionState::Connected
+                    && c.from == PeerConnectionState::Reconnecting
+                    && opener
+                    && let Ok(dc) = remote.create_data_channel("meshcall", None).await
+                {
+                    tokio::spawn(pump_channel(dc, id.clone(), ctx.out.clone()));
+                }
+                if c.to == PeerConnectionState::Closed {
+                    break;
+                }
+            }
+            Some(t) = tracks.next_item() => start_track(&ctx, &id, t.track).await,
+            Some(s) = removed.next_item() => {
+                {
+                    let mut m = lock(&ctx.remote);
+                    m.video.remove(&(id.clone(), s.stream_id.clone()));
+                    m.audio.remove(&(id.clone(), s.stream_id.clone()));
+                }
+                ctx.out
+                    .call(Event::StreamRemoved {
+                        peer: id.clone(),
+                        stream_id: s.stream_id,
+                    })
+                    .await;
+            }
+            Some(dc) = incoming.next_item(), if ctx.headless => {
+                tokio::spawn(pump_channel(dc, id.clone(), ctx.out.clone()));
+            }
         }
     }
 }
