@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LossReport {
     /// Fraction of packets lost (0..1) over the last window of at least [`LOSS_WINDOW`],
-    /// computed from the cumulative counters (see [`record`]).
+    /// computed from the cumulative counters (see [`FeedbackTable::record`]).
     pub fraction_lost: f64,
     /// Cumulative packets lost.
     pub total_lost: u32,
