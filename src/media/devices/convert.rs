@@ -6,7 +6,7 @@
 //! Integer arithmetic with 8-bit fixed-point coefficients keeps this cheap enough to run per
 //! frame on the capture thread: a 1280×720 screen frame, SHM capture included, took 3.6 ms in a
 //! release build and 33–44 ms in a debug build on the 2-core dev machine under load
-//! (tests/devices_screen.rs prints it). Plain scalar code; SIMD would be the next step.
+//! (tests/e2e/devices_screen.rs prints it). Plain scalar code; SIMD would be the next step.
 //!
 //! Scaling is nearest-neighbour (only used to shrink screens larger than 1920×1080): it costs
 //! nothing extra per pixel, at the price of dropped rows/columns in fine text. Chroma is the

@@ -6,7 +6,7 @@
 //! `cargo install`; the script makes its own loopback-only namespace for the app):
 //!
 //! ```sh
-//! cargo test --test packaging -- --ignored
+//! cargo test --test e2e packaging -- --ignored
 //! ```
 
 use std::path::Path;
@@ -171,7 +171,7 @@ fn deb_of_this_build_unpacks_runs_and_opens_its_window() {
 }
 
 #[test]
-#[ignore = "release build + cargo-deb: cargo test --test packaging -- --ignored"]
+#[ignore = "release build + cargo-deb: cargo test --test e2e packaging -- --ignored"]
 fn deb_builds_unpacks_and_runs() {
     let out = std::process::Command::new(Path::new(ROOT).join("packaging/build-deb.sh"))
         .current_dir(ROOT)

@@ -7,7 +7,7 @@
 //! The number of inputs is `MESHCALL_ABUSE_INPUTS` (default 100 000, what CI runs; the ignored
 //! test runs 1 000 000). The generator is seeded (`MESHCALL_ABUSE_SEED`) so a failure replays.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -327,7 +327,7 @@ async fn mutated_frames_from_many_clients_never_hurt_the_well_behaved() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a million inputs, nightly-style: cargo test --release --test server_abuse -- --ignored"]
+#[ignore = "a million inputs, nightly-style: cargo test --release --test it server_abuse -- --ignored"]
 async fn a_million_mutated_frames() {
     run(inputs_from_env(1_000_000)).await;
 }

@@ -2,7 +2,7 @@
 //! misbehave on purpose, against a scripted raw WebSocket listener). Every timeout is short so
 //! the file runs in seconds.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

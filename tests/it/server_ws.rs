@@ -1,7 +1,7 @@
 //! Byte-level tests of `meshcall serve` behaviour: a real server on 127.0.0.1:0, real WebSocket
 //! clients, real JWTs. Every frame type, error code and close code the server emits.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 //! Skipped, with a message, only when the `Xvfb` binary is not installed (CI installs it via
 //! `scripts/setup-system`).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Desktop UI tests: egui_kittest renders the real screens headless through wgpu (llvmpipe or
 //! lavapipe; no DISPLAY needed) with a fake engine and synthetic video feeds.
 //!
-//! Snapshots live in `tests/snapshots/`; `UPDATE_SNAPSHOTS=1 cargo test --test ui` rewrites them
+//! Snapshots live in `tests/snapshots/`; `UPDATE_SNAPSHOTS=1 cargo test --test it ui::` rewrites them
 //! (look at every changed PNG before committing it). Software rasterizers differ by a few
 //! levels on anti-aliased edges, so `kittest.toml` allows a small per-pixel distance and a few
 //! hundred differing pixels; every test also asserts on the model, the accessibility tree or

@@ -7,7 +7,7 @@
 //! Seeded (`MESHCALL_FUZZ_SEED`); `MESHCALL_FUZZ_INPUTS` sets the number of inputs (default
 //! 1 500). Runs inside the loopback-only namespace like every peer-connection test.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -25,8 +25,8 @@ use meshcall::peer::PeerConnectionState;
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 
 const FIXTURES: [&str; 2] = [
-    include_str!("fixtures/sdp/chromium-offer.sdp"),
-    include_str!("fixtures/sdp/aiortc-offer.sdp"),
+    include_str!("../fixtures/sdp/chromium-offer.sdp"),
+    include_str!("../fixtures/sdp/aiortc-offer.sdp"),
 ];
 
 /// A real offer, mutated a few times.

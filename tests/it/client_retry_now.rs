@@ -2,7 +2,7 @@
 //! reconnect back-off short, and is a no-op while connected so a stray press cannot shorten a
 //! later back-off.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

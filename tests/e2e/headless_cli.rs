@@ -3,7 +3,7 @@
 //! server and over a data channel, print one JSON object per line, and leave cleanly after
 //! `--duration`.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `wss://` and `https://` with a certificate from the config: a self-signed certificate made
 //! for the test, a rustls client that trusts exactly that certificate.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
