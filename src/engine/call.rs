@@ -55,6 +55,7 @@ pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: En
     let (fatal_tx, mut fatal_rx) = mpsc::channel::<CallEnded>(8);
     let mut stats_tick = tokio::time::interval(Duration::from_secs(1));
     let mut level_tick = tokio::time::interval(Duration::from_millis(100));
+    let mut levels_gate = LevelsGate::default();
     let keepalive = options.keepalive_data.unwrap_or(Duration::from_secs(3600));
     let mut keepalive_tick = tokio::time::interval(keepalive);
     let mut keepalive_seq = 0u64;
@@ -112,7 +113,7 @@ pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: En
             _ = level_tick.tick(), if call.is_some() => {
                 if let Some(c) = &call {
                     let local = c.media.mic.as_ref().map_or(0.0, |m| m.level());
-                    let peers = {
+                    let peers: Vec<(String, f32)> = {
                         let remote = lock(&c.media.remote);
                         let mut v: HashMap<String, f32> = HashMap::new();
                         for ((peer, _), rxs) in &remote.audio {
@@ -123,7 +124,9 @@ pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: En
                         v.into_iter().collect()
                     };
                     // Not every 100 ms into a headless log: only the UI wants levels.
-                    if options.keepalive_data.is_none() {
+                    if options.keepalive_data.is_none()
+                        && levels_gate.should_send(local, &peers, Instant::now())
+                    {
                         out.send(EngineEvent::Call(Event::Levels { local, peers })).await;
                     }
                 }
@@ -138,6 +141,42 @@ pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: En
     }
     if let Some(c) = call.take() {
         leave(c, &out).await;
+    }
+}
+
+/// Below this RMS nobody makes a sound worth showing (half the UI's speaking threshold).
+const AUDIBLE_LEVEL: f32 = 0.01;
+/// In silence, levels still go out this often (so the UI's view never goes stale).
+const SILENT_LEVELS_EVERY: Duration = Duration::from_secs(1);
+
+/// Decides which level readings go to the UI: every one (ten a second) while anybody makes a
+/// sound, since the speaking highlight and the "you are muted" notice follow them; in silence
+/// only the first and then one a second. Each event wakes the UI for a repaint, and a quiet
+/// call should not cost ten repaints a second.
+#[derive(Debug, Default)]
+pub(super) struct LevelsGate {
+    /// When the last reading was sent, and whether it was silent.
+    last_sent: Option<(Instant, bool)>,
+}
+
+impl LevelsGate {
+    pub(super) fn should_send(
+        &mut self,
+        local: f32,
+        peers: &[(String, f32)],
+        now: Instant,
+    ) -> bool {
+        let silent = local < AUDIBLE_LEVEL && peers.iter().all(|(_, l)| *l < AUDIBLE_LEVEL);
+        let send = match self.last_sent {
+            None => true,
+            Some((at, was_silent)) => {
+                !(silent && was_silent) || now.saturating_duration_since(at) >= SILENT_LEVELS_EVERY
+            }
+        };
+        if send {
+            self.last_sent = Some((now, silent));
+        }
+        send
     }
 }
 
@@ -667,4 +706,42 @@ pub(super) async fn leave(c: Call, out: &Out) {
     })
     .await;
     out.call(Event::Left).await;
+}
+
+#[cfg(test)]
+mod levels_gate_tests {
+    use super::*;
+
+    #[test]
+    fn levels_flow_while_anyone_is_audible_and_trickle_in_silence() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut g = LevelsGate::default();
+        let quiet = vec![("bob".to_string(), 0.001)];
+        let talking = vec![("bob".to_string(), 0.2)];
+        assert!(
+            g.should_send(0.0, &quiet, at(0)),
+            "the first reading goes out"
+        );
+        let sent: usize = (1..10)
+            .filter(|i| g.should_send(0.0, &quiet, at(i * 100)))
+            .count();
+        assert_eq!(sent, 0, "silence is not repeated within a second");
+        assert!(g.should_send(0.0, &quiet, at(1000)), "but once a second");
+        for i in 11..20 {
+            assert!(
+                g.should_send(0.0, &talking, at(i * 100)),
+                "speech goes out every tick"
+            );
+        }
+        assert!(
+            g.should_send(0.0, &quiet, at(2000)),
+            "the first silent reading after speech clears the UI's highlight"
+        );
+        assert!(!g.should_send(0.0, &quiet, at(2100)));
+        assert!(
+            g.should_send(0.05, &quiet, at(2200)),
+            "the local microphone counts too (the muted notice)"
+        );
+    }
 }
