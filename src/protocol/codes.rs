@@ -73,6 +73,10 @@ impl fmt::Display for ErrorCode {
 pub enum CloseCode {
     /// 1001: graceful shutdown, after `going_away`.
     GoingAway,
+    /// 1002: the client broke the WebSocket framing rules (RFC 6455 §7.4.1).
+    ProtocolError,
+    /// 1007: a text frame that is not valid UTF-8.
+    InvalidPayload,
     /// 1008: generic policy violation (we use it for a consumer too slow to drain its queue).
     PolicyViolation,
     /// 1009: an inbound frame over the size limit.
@@ -94,8 +98,10 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 10] = [
+    pub const ALL: [CloseCode; 12] = [
         CloseCode::GoingAway,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
         CloseCode::PolicyViolation,
         CloseCode::MessageTooBig,
         CloseCode::InvalidToken,
@@ -110,6 +116,8 @@ impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
             CloseCode::GoingAway => 1001,
+            CloseCode::ProtocolError => 1002,
+            CloseCode::InvalidPayload => 1007,
             CloseCode::PolicyViolation => 1008,
             CloseCode::MessageTooBig => 1009,
             CloseCode::InvalidToken => 4001,
@@ -130,6 +138,8 @@ impl CloseCode {
     pub fn reason(self) -> &'static str {
         match self {
             CloseCode::GoingAway => "server going away",
+            CloseCode::ProtocolError => "protocol error",
+            CloseCode::InvalidPayload => "invalid UTF-8",
             CloseCode::PolicyViolation => "policy violation",
             CloseCode::MessageTooBig => "message too big",
             CloseCode::InvalidToken => "invalid token",
@@ -161,7 +171,9 @@ mod tests {
         let codes: Vec<u16> = CloseCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(
             codes,
-            [1001, 1008, 1009, 4001, 4002, 4003, 4010, 4011, 4012, 4020]
+            [
+                1001, 1002, 1007, 1008, 1009, 4001, 4002, 4003, 4010, 4011, 4012, 4020
+            ]
         );
         for c in CloseCode::ALL {
             assert_eq!(CloseCode::from_code(c.code()), Some(c));

@@ -275,13 +275,18 @@ async fn connection(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Err(e)) => {
-                        // Most often a frame over the transport cap: answer with 1009.
                         debug!(conn, error = %e, "read error");
-                        let mut core = lock(&shared.core);
-                        let mut out = Vec::new();
-                        core.hub.close(conn, CloseCode::MessageTooBig, &mut out);
-                        dispatch(&mut core, &mut out, None, &shared);
                         reason = "read error";
+                        // A broken frame is answered with the code that says what was wrong; a
+                        // connection that simply died gets no close (there is nobody to tell).
+                        let inner = std::error::Error::source(&e)
+                            .and_then(|s| s.downcast_ref::<tokio_tungstenite::tungstenite::Error>());
+                        if let Some(code) = inner.map_or(Some(CloseCode::ProtocolError), read_error_close_code) {
+                            let mut core = lock(&shared.core);
+                            let mut out = Vec::new();
+                            core.hub.close(conn, code, &mut out);
+                            dispatch(&mut core, &mut out, None, &shared);
+                        }
                         break;
                     }
                 }
@@ -416,4 +421,19 @@ async fn writer(
     // which also writes tungstenite's reply to a client's close frame, then close the sink.
     let _ = sink.flush().await;
     let _ = sink.close().await;
+}
+
+/// The close code for a read error (RFC 6455 §7.4.1), or `None` when the connection is simply
+/// gone (reset, end of stream): then nobody is left to read a close frame.
+fn read_error_close_code(e: &tokio_tungstenite::tungstenite::Error) -> Option<CloseCode> {
+    use tokio_tungstenite::tungstenite::Error as E;
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    match e {
+        E::Capacity(_) => Some(CloseCode::MessageTooBig),
+        E::Utf8(_) => Some(CloseCode::InvalidPayload),
+        E::Protocol(P::ResetWithoutClosingHandshake) => None,
+        E::Protocol(_) => Some(CloseCode::ProtocolError),
+        E::ConnectionClosed | E::AlreadyClosed | E::Io(_) => None,
+        _ => Some(CloseCode::ProtocolError),
+    }
 }

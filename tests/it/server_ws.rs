@@ -1165,3 +1165,73 @@ async fn apps_on_different_keys_share_nothing() {
     let peers: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(peers["peers"].as_array().map(Vec::len), Some(2), "{body}");
 }
+
+/// Writes one raw, client-masked WebSocket frame behind the client library's back (it would
+/// never send a malformed one). The mask is all zeros, so the payload goes as is.
+async fn write_raw_frame(ws: &mut Ws, first_byte: u8, payload: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    assert!(payload.len() < 126, "short frames only");
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    frame.extend_from_slice(payload);
+    let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+        panic!("plain TCP expected");
+    };
+    tcp.write_all(&frame).await.expect("raw write");
+    tcp.flush().await.expect("flush");
+}
+
+/// RFC 6455 §7.4.1: a text frame that is not UTF-8 is answered with 1007, a frame that breaks
+/// the framing rules (here a reserved bit no extension negotiated) with 1002, and a too-big
+/// frame with 1009. A client whose TCP connection just dies is not a close at all: it must not
+/// show up in the close counters as 1009.
+#[tokio::test]
+async fn malformed_websocket_frames_get_the_close_code_that_says_why() {
+    let server = start(config()).await;
+    let addr = server.local_addr();
+
+    let (mut ws, _) = connect(addr, "utf8", "U").await;
+    // FIN + text, payload 0xff 0xfe (never valid UTF-8).
+    write_raw_frame(&mut ws, 0x81, &[0xff, 0xfe]).await;
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(3)).await,
+        Some(1007)
+    );
+
+    let (mut ws, _) = connect(addr, "rsv", "R").await;
+    // FIN + RSV1 + text: no extension was negotiated, so RSV1 must be zero.
+    write_raw_frame(&mut ws, 0xC1, b"hi").await;
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(3)).await,
+        Some(1002)
+    );
+
+    // A client that vanishes without a closing handshake.
+    for i in 0..3 {
+        let (mut ws, _) = connect(addr, &format!("gone-{i}"), "G").await;
+        let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+            panic!("plain TCP expected");
+        };
+        // A zero linger makes the close an immediate RST (what a killed process or a lost
+        // network looks like); it does not block, which is what the deprecation warns about.
+        #[allow(deprecated)]
+        tcp.set_linger(Some(Duration::ZERO)).expect("linger");
+        drop(ws);
+    }
+    let started = Instant::now();
+    while server.open_sockets() > 0 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(server.open_sockets(), 0, "the dead sockets were noticed");
+    let (_, metrics) = http(addr, "GET", "/metrics", None, None).await;
+    let counted = |code: u16| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("meshcall_closes_total{{code=\"{code}\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(counted(1009), 0, "{metrics}");
+    assert_eq!(counted(1007), 1, "{metrics}");
+    assert_eq!(counted(1002), 1, "{metrics}");
+}
