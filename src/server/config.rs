@@ -3,6 +3,7 @@
 //!
 //! Every error names the offending field, so that `meshcall serve` can print it and exit 2.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +14,7 @@ use thiserror::Error;
 
 use super::ShellSettings;
 use super::hub::HubConfig;
-use crate::auth::{Actions, KeyRing, PatternSet, PublishableKey, Secret, SecretKey};
+use crate::auth::{Actions, KeyRing, KeyRingError, PatternSet, PublishableKey, Secret, SecretKey};
 
 /// The default listen address (Metered's docs show a local server on port 9292).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9292";
@@ -123,7 +124,7 @@ impl std::fmt::Debug for FileSecretKey {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilePublishableKey {
     pub key: String,
@@ -171,8 +172,27 @@ pub struct FileTls {
     pub key: PathBuf,
 }
 
+/// The key string is the whole credential: `Debug` shows only a redacted prefix.
+impl fmt::Debug for FilePublishableKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FilePublishableKey")
+            .field("key", &redact(&self.key))
+            .field("channel_patterns", &self.channel_patterns)
+            .field("actions", &self.actions)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("app", &self.app)
+            .finish()
+    }
+}
+
+/// The first few characters of a credential and its length, for logs and `Debug`.
+fn redact(key: &str) -> String {
+    let prefix: String = key.chars().take(4).collect();
+    format!("{prefix}… ({} chars)", key.chars().count())
+}
+
 /// CLI / environment overrides; `None` and empty lists leave the file's value alone.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct Overrides {
     pub listen: Option<String>,
     /// `KID=SECRET`, all actions, patterns `**`.
@@ -185,6 +205,33 @@ pub struct Overrides {
     pub connects_per_ip_per_minute: Option<u32>,
     pub keepalive_interval_secs: Option<u64>,
     pub keepalive_grace_secs: Option<u64>,
+}
+
+/// `secrets` and `publishable_keys` hold credentials: `Debug` shows only their kids and
+/// redacted prefixes.
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kids: Vec<&str> = self
+            .secrets
+            .iter()
+            .map(|s| s.split_once('=').map_or("?", |(kid, _)| kid))
+            .collect();
+        let pks: Vec<String> = self.publishable_keys.iter().map(|k| redact(k)).collect();
+        f.debug_struct("Overrides")
+            .field("listen", &self.listen)
+            .field("secret_kids", &kids)
+            .field("publishable_keys", &pks)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "connects_per_ip_per_minute",
+                &self.connects_per_ip_per_minute,
+            )
+            .field("keepalive_interval_secs", &self.keepalive_interval_secs)
+            .field("keepalive_grace_secs", &self.keepalive_grace_secs)
+            .finish()
+    }
 }
 
 impl FileConfig {
@@ -248,10 +295,13 @@ fn secret_key(
     pats: Option<&[String]>,
     acts: Option<&[String]>,
 ) -> Result<SecretKey, ConfigError> {
-    if kid.is_empty() || kid.len() > 128 || !kid.bytes().all(|b| b.is_ascii_graphic()) {
+    // ':' separates the kid from the secret in REST's `Bearer kid:secret`: a kid holding one
+    // could sign tokens but never authenticate a REST call.
+    if kid.is_empty() || kid.len() > 128 || !kid.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+    {
         return Err(invalid(
             format!("{field}.kid"),
-            "must be 1-128 printable ASCII characters without spaces",
+            "must be 1-128 printable ASCII characters without spaces or ':'",
         ));
     }
     if secret.len() < 16 {
@@ -362,6 +412,16 @@ pub fn resolve(
             format!("kid '{}' is configured twice", w[0]),
         ));
     }
+
+    // What the ring itself refuses (a publishable key configured twice would silently send the
+    // second entry's clients into the first one's app and scope).
+    keys.validate().map_err(|e| {
+        let field = match e {
+            KeyRingError::BadPublishableKey(_) => "publishable_keys",
+            _ => "secret_keys",
+        };
+        invalid(field, e.to_string())
+    })?;
 
     let dev = if keys.secret_keys.is_empty() && keys.publishable_keys.is_empty() {
         let mut rng = rand::rng();
@@ -686,6 +746,50 @@ mod tests {
         let e = FileConfig::parse(text).expect_err("broken");
         assert!(!e.contains("hunter2"), "{e}");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn key_rings_that_could_never_work_are_refused() {
+        // A kid with ':' could sign tokens but never authenticate REST ("Bearer kid:secret").
+        let text = "[[secret_keys]]\nkid = \"team:a\"\nsecret = \"0123456789abcdef0\"\n";
+        let e = resolve(
+            FileConfig::parse(text).expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("a kid with ':' is refused");
+        assert!(e.to_string().contains("secret_keys[0].kid"), "{e}");
+        // The same publishable key twice would send the second one's clients into the first
+        // one's app and scope.
+        let text = "[[publishable_keys]]\nkey = \"pk_live_same_key\"\napp = \"a\"\n\
+                    [[publishable_keys]]\nkey = \"pk_live_same_key\"\napp = \"b\"\n";
+        let e = resolve(
+            FileConfig::parse(text).expect("parses"),
+            Overrides::default(),
+        )
+        .expect_err("a duplicate publishable key is refused");
+        assert!(e.to_string().contains("configured twice"), "{e}");
+        assert!(!e.to_string().contains("pk_live_same_key"), "redacted: {e}");
+        // The flag form too.
+        let o = Overrides {
+            publishable_keys: vec!["pk_flag_1234".into(), "pk_flag_1234".into()],
+            ..Overrides::default()
+        };
+        assert!(resolve(FileConfig::default(), o).is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_publishable_key_or_a_secret_flag() {
+        let text = "[[publishable_keys]]\nkey = \"pk_live_hunter2key\"\n";
+        let f = FileConfig::parse(text).expect("valid");
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let o = Overrides {
+            secrets: vec!["kid=hunter2-0123456789".into()],
+            publishable_keys: vec!["pk_hunter2_flag".into()],
+            ..Overrides::default()
+        };
+        let shown = format!("{o:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
     }
 
     #[test]

@@ -100,6 +100,16 @@ pub struct HubStats {
     pub snapshots_built: u64,
 }
 
+/// One application's usage (what `GET /v1/usage` reports to that application's keys). The
+/// message quota is counted per application, so one tenant cannot spend another's.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AppUsage {
+    pub connections: usize,
+    pub peak_connections: usize,
+    /// publish + send attempts, including refused ones.
+    pub messages_used: u64,
+}
+
 struct Conn {
     principal: Principal,
     /// Cheap copies of the sender identity for the publish/send hot path.
@@ -155,6 +165,8 @@ pub struct Hub {
     channels: HashMap<String, Channel>,
     peers: HashMap<String, BTreeSet<ConnId>>,
     stats: HubStats,
+    /// Usage per application (keys are the configured app names, so the map stays small).
+    apps: HashMap<String, AppUsage>,
     /// After `going_away`: connections end because the server is leaving, not because their
     /// peers left the call, so no presence `left` goes out (the remaining members would tear
     /// down working P2P calls seconds before everyone reconnects and reconciles).
@@ -172,6 +184,7 @@ impl Hub {
             channels: HashMap::new(),
             peers: HashMap::new(),
             stats: HubStats::default(),
+            apps: HashMap::new(),
             draining: false,
             going_away: None,
         }
@@ -187,6 +200,11 @@ impl Hub {
 
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// One application's usage (zeros for an application never seen).
+    pub fn app_usage(&self, app: &str) -> AppUsage {
+        self.apps.get(app).cloned().unwrap_or_default()
     }
 
     pub fn channel_count(&self) -> usize {
@@ -245,6 +263,11 @@ impl Hub {
         );
         self.stats.connections_total += 1;
         self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len());
+        if let Some(c) = self.conns.get(&id) {
+            let usage = self.apps.entry(c.principal.app.clone()).or_default();
+            usage.connections += 1;
+            usage.peak_connections = usage.peak_connections.max(usage.connections);
+        }
         self.emit(out, id, FrameKind::Welcome, welcome.into());
         if let Some(text) = self.going_away.clone() {
             self.emit(out, id, FrameKind::GoingAway, text);
@@ -257,6 +280,9 @@ impl Hub {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
+        if let Some(usage) = self.apps.get_mut(&c.principal.app) {
+            usage.connections = usage.connections.saturating_sub(1);
+        }
         let peer_key = scoped(&c.principal.app, &c.principal.peer_id);
         if let Some(set) = self.peers.get_mut(&*peer_key) {
             set.remove(&conn);
@@ -605,7 +631,7 @@ impl Hub {
         let from = c.peer_id.clone();
         let meta = c.peer_metadata.clone();
         let app = c.principal.app.clone();
-        if !self.take_quota() {
+        if !self.take_quota(&app) {
             self.error(
                 conn,
                 rid,
@@ -725,7 +751,7 @@ impl Hub {
                     .get(&*scoped(&app, ch))
                     .is_some_and(|ch| ch.members.contains_key(to))
             });
-        if !self.take_quota() {
+        if !self.take_quota(&app) {
             self.error(
                 conn,
                 rid,
@@ -784,17 +810,32 @@ impl Hub {
         data: &RawValue,
         out: &mut Vec<Output>,
     ) -> Result<usize, RestPublishError> {
-        if !self.take_quota() {
+        if !self.take_quota(&app) {
             return Err(RestPublishError::OverQuota);
         }
         Ok(self.fan_out(app, channel, from, from_metadata, data, None, out))
     }
 
-    fn take_quota(&mut self) -> bool {
+    /// Counts one publish or send against its application's quota.
+    fn take_quota(&mut self, app: &str) -> bool {
         self.stats.messages_used += 1;
-        self.cfg
-            .message_quota
-            .is_none_or(|q| self.stats.messages_used <= q)
+        let used = match self.apps.get_mut(app) {
+            Some(u) => {
+                u.messages_used += 1;
+                u.messages_used
+            }
+            None => {
+                self.apps.insert(
+                    app.to_string(),
+                    AppUsage {
+                        messages_used: 1,
+                        ..AppUsage::default()
+                    },
+                );
+                1
+            }
+        };
+        self.cfg.message_quota.is_none_or(|q| used <= q)
     }
 
     fn members_except(&self, app: &str, channel: &str, except: &str) -> Vec<PresenceEntry> {

@@ -579,6 +579,54 @@ fn quota_soft_drops_publish_and_send() {
 }
 
 #[test]
+fn usage_and_the_message_quota_are_counted_per_app() {
+    let mut w = World::new(HubConfig {
+        message_quota: Some(2),
+        ..HubConfig::default()
+    });
+    let in_app = |peer: &str, app: &str| Principal {
+        app: app.into(),
+        ..principal(peer, None)
+    };
+    let a1 = w.join(in_app("alice", "team-a"));
+    let a2 = w.join(in_app("amir", "team-a"));
+    let b1 = w.join(in_app("bea", "team-b"));
+    w.sub(a2, "room");
+    // Team A spends its whole quota…
+    for i in 0..3 {
+        w.text(
+            a1,
+            json!({"type":"publish","channel":"room","data":i,"requestId":format!("{i}")}),
+        );
+    }
+    // …which must not touch team B's.
+    w.sub(b1, "room");
+    let b2 = w.join(in_app("ben", "team-b"));
+    w.sub(b2, "room");
+    let out = w.text(
+        b1,
+        json!({"type":"publish","channel":"room","data":1,"requestId":"b"}),
+    );
+    assert_eq!(only(&out, b2).len(), 1, "team B still has its quota");
+    let a = w.hub.app_usage("team-a");
+    assert_eq!(
+        (a.connections, a.peak_connections, a.messages_used),
+        (2, 2, 3)
+    );
+    let b = w.hub.app_usage("team-b");
+    assert_eq!(
+        (b.connections, b.peak_connections, b.messages_used),
+        (2, 2, 1)
+    );
+    w.hub.disconnect(b2, &mut w.out);
+    let b = w.hub.app_usage("team-b");
+    assert_eq!((b.connections, b.peak_connections), (1, 2));
+    assert_eq!(w.hub.app_usage("nobody").messages_used, 0);
+    // The server-wide totals are still kept for the metrics.
+    assert_eq!(w.hub.stats().messages_used, 4);
+}
+
+#[test]
 fn newcomer_diff_reaches_members_before_its_first_direct() {
     let mut w = World::new(HubConfig::default());
     let old = w.join(principal("old", None));

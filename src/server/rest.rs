@@ -378,21 +378,27 @@ pub(crate) async fn kick_peer(
 
 /// `GET /v1/usage`
 pub(crate) async fn usage(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult {
-    bearer(&shared, &headers)?;
+    let key = bearer(&shared, &headers)?;
     let core = lock(&shared.core);
     let cfg = core.hub.config();
-    let stats = core.hub.stats();
+    // Only the calling key's application: another tenant's traffic is not ours to see.
+    let usage = core.hub.app_usage(&key.app);
     let max_conns = (cfg.max_connections > 0).then_some(cfg.max_connections);
     let over = cfg
         .message_quota
-        .map_or(0, |q| stats.messages_used.saturating_sub(q));
+        .map_or(0, |q| usage.messages_used.saturating_sub(q));
+    let app_id = if key.app.is_empty() {
+        "self-hosted".to_string()
+    } else {
+        key.app.clone()
+    };
     let body = json!({
-        "appId": "self-hosted",
+        "appId": app_id,
         "periodStartUnix": shared.started_unix,
         "periodEndUnix": null,
-        "concurrentNow": core.hub.connection_count(),
-        "peakConcurrent": stats.peak_connections,
-        "messagesUsed": stats.messages_used,
+        "concurrentNow": usage.connections,
+        "peakConcurrent": usage.peak_connections,
+        "messagesUsed": usage.messages_used,
         "overageMessages": over,
         "overageConnections": 0,
         "plan": {

@@ -1127,8 +1127,21 @@ async fn apps_on_different_keys_share_nothing() {
     assert_eq!(recv(&mut alice).await["data"], "to app A");
     silent(&mut impostor, 300).await;
 
-    // REST with key B sees and kicks only app B's "alice".
+    // Usage is per app: key B sees its one connection and one message (the refused send),
+    // key A its two connections and two messages.
     let bearer_b = format!("{KID_B}:{SECRET_B}");
+    let (_, body) = http(addr, "GET", "/v1/usage", Some(&bearer_b), None).await;
+    let usage: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(usage["appId"], "app-b", "{usage}");
+    assert_eq!(usage["concurrentNow"], 1, "{usage}");
+    assert_eq!(usage["messagesUsed"], 1, "{usage}");
+    let (_, body) = http(addr, "GET", "/v1/usage", Some(&bearer()), None).await;
+    let usage: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(usage["appId"], "app-a", "{usage}");
+    assert_eq!(usage["concurrentNow"], 2, "{usage}");
+    assert_eq!(usage["messagesUsed"], 2, "{usage}");
+
+    // REST with key B sees and kicks only app B's "alice".
     let (_, body) = http(
         addr,
         "GET",
