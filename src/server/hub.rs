@@ -810,7 +810,7 @@ impl Hub {
         data: &RawValue,
         out: &mut Vec<Output>,
     ) -> Result<usize, RestPublishError> {
-        if !self.take_quota(&app) {
+        if !self.take_quota(app) {
             return Err(RestPublishError::OverQuota);
         }
         Ok(self.fan_out(app, channel, from, from_metadata, data, None, out))
