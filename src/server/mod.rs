@@ -5,6 +5,7 @@
 //! and the desktop app's embedded mode all start the server the same way.
 
 pub mod config;
+mod first_bytes;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
@@ -211,7 +212,10 @@ impl Server {
                         addr: local_addr,
                         source,
                     })?
-                    .acceptor(NoDelayAcceptor::new())
+                    .acceptor(first_bytes::FirstBytesDeadline::new(
+                        NoDelayAcceptor::new(),
+                        cfg.shell.header_read_timeout,
+                    ))
                     .handle(handle.clone());
                 http_timeouts(server.http_builder(), &cfg.shell);
                 tokio::spawn(async move {
@@ -241,7 +245,10 @@ impl Server {
                         addr: local_addr,
                         source,
                     })?
-                    .acceptor(acceptor)
+                    .acceptor(first_bytes::FirstBytesDeadline::new(
+                        acceptor,
+                        cfg.shell.header_read_timeout,
+                    ))
                     .handle(handle.clone());
                 http_timeouts(server.http_builder(), &cfg.shell);
                 tokio::spawn(async move {

@@ -1047,6 +1047,82 @@ async fn a_client_trickling_its_headers_is_cut_off() {
     );
 }
 
+/// A TCP connection that never completes its first request is dropped within the header-read
+/// timeout, whatever it sends: nothing at all, one byte, or a trickled HTTP/2 preface (before
+/// any request the server does not yet know which protocol it speaks, so hyper's own HTTP/1
+/// header timer does not run yet).
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_dropped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut cfg = config();
+    cfg.shell.header_read_timeout = Duration::from_secs(2);
+    let server = start(cfg).await;
+    let addr = server.local_addr();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for (what, bytes) in [
+        ("nothing", &b""[..]),
+        ("one byte", &b"G"[..]),
+        ("a trickled HTTP/2 preface", &preface[..]),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let started = std::time::Instant::now();
+        let mut closed_after = None;
+        let mut sent = 0;
+        while started.elapsed() < Duration::from_secs(8) {
+            if sent < bytes.len() {
+                if s.write_all(&bytes[sent..sent + 1]).await.is_err() {
+                    closed_after = Some(started.elapsed());
+                    break;
+                }
+                sent += 1;
+            }
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(700), s.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {
+                    closed_after = Some(started.elapsed());
+                    break;
+                }
+                Ok(Ok(_)) | Err(_) => {}
+            }
+        }
+        let closed_after = closed_after.unwrap_or_else(|| panic!("{what}: never closed"));
+        assert!(
+            closed_after < Duration::from_secs(4),
+            "{what}: closed only after {closed_after:?}"
+        );
+    }
+    // One complete request, then silence on the kept-alive connection: dropped as well.
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: meshcall\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).await.expect("response");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the request itself is served"
+    );
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "an idle keep-alive connection was never closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "idle keep-alive closed only after {:?}",
+        started.elapsed()
+    );
+}
+
 /// Two signing keys configured as separate apps share nothing: the same peer id minted by the
 /// other key neither receives directs nor shows in presence, publishes stay within the app, and
 /// a REST kick or presence query reaches only the calling key's app.
