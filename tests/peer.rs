@@ -789,3 +789,52 @@ async fn a_peer_opening_too_many_data_channels_is_capped() {
     alice.close().await;
     mallory.close().await;
 }
+
+/// The data-channel cap counts channels that are open, not every channel a connection ever
+/// had: a peer that opens and closes channels one after another (a chat that reconnects its
+/// channel, a file transfer per channel) is never refused.
+///
+/// Ignored because of an open defect found with it: after two channels were opened and closed
+/// on one connection, the third one opened never reaches the other side (with the channels
+/// left open, all 32 arrive). Suspected: a closed channel's SCTP stream id is reused before the
+/// other side finished resetting it. Run it with `--ignored` once that is fixed.
+#[tokio::test]
+#[ignore = "open defect: a data channel opened after two closed ones never arrives"]
+async fn closed_data_channels_do_not_count_against_the_cap() {
+    use meshcall::peer::MAX_REMOTE_DATA_CHANNELS;
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let alice = peer(&origin, "alice", "Alice");
+    let bob = peer(&origin, "bob", "Bob");
+    alice.join("cycle", false).await.expect("join");
+    bob.join("cycle", false).await.expect("join");
+    let at_alice = wait_remote(&alice, "bob", 10).await;
+    let at_bob = wait_remote(&bob, "alice", 10).await;
+    let mut channels = at_alice.on_data_channel();
+    let mut errors = at_alice.on_negotiation_error();
+    let rounds = MAX_REMOTE_DATA_CHANNELS + 8;
+    for i in 0..rounds {
+        let dc = at_bob
+            .create_data_channel(&format!("round-{i}"), None)
+            .await
+            .expect("create");
+        let seen = tokio::time::timeout(Duration::from_secs(5), channels.next_item())
+            .await
+            .unwrap_or_else(|_| panic!("alice never saw channel {i}"))
+            .expect("stream open");
+        seen.wait_open().await.expect("open at alice");
+        dc.close().await;
+        // Alice's side sees the close before the next round starts.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while seen.is_open() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!seen.is_open(), "channel {i} never closed at alice");
+    }
+    if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), errors.next_item()).await
+    {
+        panic!("a channel was refused although none stayed open: {e}");
+    }
+    alice.close().await;
+    bob.close().await;
+}

@@ -95,6 +95,11 @@ impl DataChannel {
         self.inner.open.load(Ordering::SeqCst) && !self.inner.closed.load(Ordering::SeqCst)
     }
 
+    /// True once the channel closed (either side closed it, or the connection went away).
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
     /// Events: open, messages, close. Subscribe before the channel opens to see `Open`.
     pub fn events(&self) -> EventStream<DcEvent> {
         self.inner.events.subscribe()

@@ -553,7 +553,12 @@ impl RemotePeer {
                     }
                 }
                 ConnEvent::DataChannel(raw) => {
-                    let open = self.inner.channels.lock().map_or(0, |c| c.len());
+                    // Only channels still open count: a peer that closes channels and opens
+                    // new ones must not run into the cap.
+                    let open = self.inner.channels.lock().map_or(0, |mut c| {
+                        c.retain(|dc| !dc.is_closed());
+                        c.len()
+                    });
                     if open >= MAX_REMOTE_DATA_CHANNELS {
                         let label = raw.label().await.unwrap_or_default();
                         warn!(peer = %self.inner.id, "refusing data channel beyond the cap of {MAX_REMOTE_DATA_CHANNELS}");
