@@ -1226,6 +1226,68 @@ mod tests {
         assert_eq!(tap.feedback.latest(0x5eed_0002), None);
     }
 
+    /// Whatever RTCP a peer sends (random bytes, or real reports with bytes flipped), the tap
+    /// passes the packets on, never panics, and what it records is a loss fraction in 0..=1.
+    #[test]
+    fn hostile_rtcp_never_panics_the_tap() {
+        use proptest::prelude::*;
+        use rtc::shared::marshal::Marshal;
+        let ours = [0x5eed_0101u32, 0x5eed_0102];
+        let valid: Vec<u8> = {
+            let packet = ReceiverReport {
+                ssrc: 1,
+                reports: ours
+                    .iter()
+                    .map(|&ssrc| ReceptionReport {
+                        ssrc,
+                        fraction_lost: 30,
+                        total_lost: 12,
+                        last_sequence_number: 5_000,
+                        jitter: 40,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            packet.marshal().map(|b| b.to_vec()).unwrap_or_default()
+        };
+        assert!(!valid.is_empty(), "a real report to mutate");
+        let inputs = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..256),
+            proptest::collection::vec((0..valid.len(), any::<u8>()), 1..8).prop_map({
+                let valid = valid.clone();
+                move |flips| {
+                    let mut v = valid.clone();
+                    for (i, b) in flips {
+                        v[i] ^= b;
+                    }
+                    v
+                }
+            }),
+        ];
+        proptest!(ProptestConfig::with_cases(2_000), |(bytes in inputs)| {
+            let mut tap = KeyframeTap::default();
+            for ssrc in ours {
+                tap.bind_local_stream(&StreamInfo { ssrc, ..Default::default() });
+            }
+            let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut &bytes[..]) else {
+                return Ok(());
+            };
+            let msg = TaggedPacket {
+                now: Instant::now(),
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(InterceptorPacket::Rtcp(packets)),
+            };
+            prop_assert!(tap.handle_read(msg).is_ok());
+            prop_assert!(tap.poll_read().is_some(), "the packet goes on");
+            for ssrc in ours {
+                if let Some(r) = tap.feedback.latest(ssrc) {
+                    prop_assert!((0.0..=1.0).contains(&r.fraction_lost), "{}", r.fraction_lost);
+                }
+            }
+        });
+    }
+
     #[test]
     fn a_peer_flooding_reports_is_cut_off_per_second() {
         let mut tap = KeyframeTap::default();
