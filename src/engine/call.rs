@@ -43,6 +43,8 @@ pub(super) struct Call {
     pub(super) mic_recovered_at: Option<Instant>,
     pub(super) camera_recovered_at: Option<Instant>,
     pub(super) speaker_recovered_at: Option<Instant>,
+    /// Media stages that died (a panic) and were reported to the user, so each is told once.
+    pub(super) reported_failures: std::collections::HashSet<String>,
     /// Devices present at the last scan, to announce new ones.
     pub(super) device_watch: devices::DeviceWatch,
     pub(super) device_scan: Option<tokio::task::JoinHandle<devices::Inventory>>,
@@ -104,6 +106,7 @@ pub(super) async fn run(mut cmds: mpsc::Receiver<Command>, out: Out, options: En
                     devices::recover_lost_camera(c, &out).await;
                     devices::recover_lost_speaker(c, &out).await;
                     devices::end_lost_screen_share(c, &out).await;
+                    report_media_failures(c, &out).await;
                     if let Some(every) = options.device_scan_every {
                         devices::watch_devices(c, &out, every).await;
                     }
@@ -177,6 +180,33 @@ impl LevelsGate {
             self.last_sent = Some((now, silent));
         }
         send
+    }
+}
+
+/// A media stage that panicked (a bug) stops its part of the call: say so once, in words,
+/// rather than leave a track that silently sends or plays nothing.
+pub(super) async fn report_media_failures(c: &mut Call, out: &Out) {
+    let mut failures = Vec::new();
+    if let Some(why) = c.media.camera.as_ref().and_then(|v| v.stats().failed) {
+        failures.push(("Your video stopped", why));
+    }
+    if let Some(why) = c.media.screen.as_ref().and_then(|v| v.stats().failed) {
+        failures.push(("Your screen share stopped", why));
+    }
+    if let Some(why) = c.media.mic.as_ref().and_then(|a| a.stats().failed) {
+        failures.push(("Your microphone stopped", why));
+    }
+    if let Some(why) = c.media.mixer.failure() {
+        failures.push(("Remote audio stopped", why));
+    }
+    for (what, why) in failures {
+        if c.reported_failures.insert(why.clone()) {
+            out.notice(
+                ErrorKind::Device,
+                format!("{what} because of an internal error ({why}); rejoin to restore it."),
+            )
+            .await;
+        }
     }
 }
 
@@ -307,6 +337,7 @@ pub(super) async fn join(
         mic_recovered_at: None,
         camera_recovered_at: None,
         speaker_recovered_at: None,
+        reported_failures: std::collections::HashSet::new(),
         device_watch: devices::DeviceWatch::default(),
         device_scan: None,
         last_device_scan: None,

@@ -3,6 +3,7 @@
 //! [`AudioSink`], paced by the sink's own clock when it reports its queue (a speaker), by a
 //! 20 ms timer otherwise. The echo canceller's far-end tap sits between the mix and the sink.
 
+use super::supervise::{guard_task, guard_thread};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -236,6 +237,8 @@ pub struct Mixer {
     next_sink: Mutex<Option<Box<dyn AudioSink>>>,
     /// The echo canceller's far-end input: every block exactly as it goes to the speaker.
     render_tap: Mutex<Option<SharedProcessor>>,
+    /// Set when the playout thread or a receive task panicked (a bug): remote audio stops.
+    failed: Mutex<Option<String>>,
 }
 
 impl Mixer {
@@ -254,11 +257,17 @@ impl Mixer {
             last_block: Mutex::new(Vec::new()),
             next_sink: Mutex::new(None),
             render_tap: Mutex::new(None),
+            failed: Mutex::new(None),
         });
         let m = mixer.clone();
         let handle = std::thread::Builder::new()
             .name("meshcall-audio-playout".into())
-            .spawn(move || m.playout(sink))
+            .spawn(move || {
+                let mixer = m.clone();
+                if let Err(why) = guard_thread("audio playout", move || m.playout(sink)) {
+                    *lock(&mixer.failed) = Some(why);
+                }
+            })
             .map_err(|e| MediaError::Device {
                 kind: "audio playout",
                 detail: e.to_string(),
@@ -511,6 +520,11 @@ impl Mixer {
     }
 
     /// Cues played since the mixer started.
+    /// Why remote audio stopped, if a stage of it panicked.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.failed).clone()
+    }
+
     pub fn cues_played(&self) -> u64 {
         self.cues_played.load(Ordering::Relaxed)
     }
@@ -535,9 +549,15 @@ impl AudioReceiver {
         let packets = Arc::new(AtomicU64::new(0));
         let count = packets.clone();
         let task = tokio::spawn(async move {
-            while let Some(p) = rtp.recv().await {
-                count.fetch_add(1, Ordering::Relaxed);
-                m.push(id, p.header.sequence_number, p.payload);
+            let mixer = m.clone();
+            let receive = async move {
+                while let Some(p) = rtp.recv().await {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    m.push(id, p.header.sequence_number, p.payload);
+                }
+            };
+            if let Err(why) = guard_task("remote audio receive", receive).await {
+                *lock(&mixer.failed) = Some(why);
             }
         });
         Ok(AudioReceiver {

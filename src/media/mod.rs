@@ -39,6 +39,7 @@ pub mod send;
 pub mod source;
 pub mod stamp;
 pub mod stats;
+pub mod supervise;
 pub mod synthetic;
 pub mod wav;
 

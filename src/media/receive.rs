@@ -209,11 +209,7 @@ async fn supervised(
 }
 
 fn mark_failed(stats: &Mutex<ReceiveStats>, stage: &str, panic: &Box<dyn std::any::Any + Send>) {
-    let why = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into());
+    let why = super::supervise::panic_message(panic.as_ref());
     error!(stage, reason = %why, "video pipeline failed; the stream is dead");
     lock(stats).failed = Some(format!("{stage}: {why}"));
 }

@@ -46,6 +46,7 @@ use super::receive::DecodedFrame;
 use super::rungs::{self, Rung};
 use super::source::{AUDIO_FRAME, AudioSource, VideoSource, media_instant};
 use super::stats::SendStats;
+use super::supervise::{guard_task, guard_thread};
 use crate::peer::error::PeerError;
 use crate::peer::feedback::LegFeedback;
 use crate::peer::local_media::{LocalMedia, MediaLeg};
@@ -335,7 +336,12 @@ impl LocalMedia for FanoutMedia {
         let weak = self.0.clone();
         let peer_id = peer.id().to_string();
         tokio::spawn(async move {
-            run_leg(weak, leg_track, ssrc, attached_rx, peer_id).await;
+            // A leg that panics ends for its peer only; the others keep receiving.
+            let _ = guard_task(
+                "send leg",
+                run_leg(weak, leg_track, ssrc, attached_rx, peer_id),
+            )
+            .await;
         });
         Ok(MediaLeg {
             track: track as Arc<dyn TrackLocal>,
@@ -660,9 +666,14 @@ impl VideoSender {
             next_source: next_source.clone(),
             on_frame: on_frame.clone(),
         };
+        let panic_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("meshcall-video-send".into())
-            .spawn(move || ctx.run())
+            .spawn(move || {
+                if let Err(why) = guard_thread("video capture and encode", move || ctx.run()) {
+                    lock(&panic_stats).failed = Some(why);
+                }
+            })
             .map_err(|e| MediaError::Device {
                 kind: "video encoder",
                 detail: e.to_string(),
@@ -1065,70 +1076,77 @@ impl AudioSender {
             next_source.clone(),
             processor.clone(),
         );
+        let panic_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("meshcall-audio-send".into())
             .spawn(move || {
-                let silence = vec![0f32; AUDIO_FRAME];
-                let mut clock_us = super::source::media_clock_us();
-                while !st.load(Ordering::Relaxed) {
-                    if let Some(s) = next.take() {
-                        source = s;
-                        lock(&ss).source_error = None;
-                    }
-                    let mut pcm = match source.next_frame() {
-                        Ok(p) => p,
-                        Err(e) => {
-                            warn!(error = %e, "audio source ended; waiting for another");
-                            lock(&ss).source_error = Some(e.to_string());
-                            lv.store(0f32.to_bits(), Ordering::Relaxed);
-                            match next.wait(&st) {
-                                Some(s) => {
-                                    next.put(s);
-                                    continue;
+                let failed = guard_thread("audio capture and encode", move || {
+                    let silence = vec![0f32; AUDIO_FRAME];
+                    let mut clock_us = super::source::media_clock_us();
+                    while !st.load(Ordering::Relaxed) {
+                        if let Some(s) = next.take() {
+                            source = s;
+                            lock(&ss).source_error = None;
+                        }
+                        let mut pcm = match source.next_frame() {
+                            Ok(p) => p,
+                            Err(e) => {
+                                warn!(error = %e, "audio source ended; waiting for another");
+                                lock(&ss).source_error = Some(e.to_string());
+                                lv.store(0f32.to_bits(), Ordering::Relaxed);
+                                match next.wait(&st) {
+                                    Some(s) => {
+                                        next.put(s);
+                                        continue;
+                                    }
+                                    None => break,
                                 }
-                                None => break,
                             }
+                        };
+                        // Echo cancellation, noise suppression, gain: before the level (what is
+                        // sent) and the encoder.
+                        let p = lock(&pr).clone();
+                        if let Some(p) = p {
+                            let mut p = lock(&p);
+                            for_each_10ms(&mut pcm, |c| p.process_capture(c));
                         }
-                    };
-                    // Echo cancellation, noise suppression, gain: before the level (what is
-                    // sent) and the encoder.
-                    let p = lock(&pr).clone();
-                    if let Some(p) = p {
-                        let mut p = lock(&p);
-                        for_each_10ms(&mut pcm, |c| p.process_capture(c));
-                    }
-                    let rms =
-                        (pcm.iter().map(|x| x * x).sum::<f32>() / pcm.len().max(1) as f32).sqrt();
-                    lv.store(rms.to_bits(), Ordering::Relaxed);
-                    meter.add(if mu.load(Ordering::Relaxed) { 0.0 } else { rms });
-                    let now_us = super::source::media_clock_us();
-                    // Timestamp from a running 20 ms clock so RTP timestamps stay regular.
-                    clock_us = if now_us.abs_diff(clock_us) > 200_000 {
-                        now_us
-                    } else {
-                        clock_us + 20_000
-                    };
-                    if f.ready_legs() == 0 {
-                        continue;
-                    }
-                    let input = if mu.load(Ordering::Relaxed) {
-                        &silence
-                    } else {
-                        &pcm
-                    };
-                    match encoder.encode(input) {
-                        Ok(packet) => {
-                            lock(&ss).frames_encoded += 1;
-                            f.publish(EncodedSample {
-                                data: Bytes::from(packet),
-                                capture_us: clock_us,
-                                duration: Duration::from_millis(20),
-                                keyframe: true,
-                                rung: Rung::High,
-                            });
+                        let rms = (pcm.iter().map(|x| x * x).sum::<f32>()
+                            / pcm.len().max(1) as f32)
+                            .sqrt();
+                        lv.store(rms.to_bits(), Ordering::Relaxed);
+                        meter.add(if mu.load(Ordering::Relaxed) { 0.0 } else { rms });
+                        let now_us = super::source::media_clock_us();
+                        // Timestamp from a running 20 ms clock so RTP timestamps stay regular.
+                        clock_us = if now_us.abs_diff(clock_us) > 200_000 {
+                            now_us
+                        } else {
+                            clock_us + 20_000
+                        };
+                        if f.ready_legs() == 0 {
+                            continue;
                         }
-                        Err(e) => warn!(error = %e, "opus encode failed"),
+                        let input = if mu.load(Ordering::Relaxed) {
+                            &silence
+                        } else {
+                            &pcm
+                        };
+                        match encoder.encode(input) {
+                            Ok(packet) => {
+                                lock(&ss).frames_encoded += 1;
+                                f.publish(EncodedSample {
+                                    data: Bytes::from(packet),
+                                    capture_us: clock_us,
+                                    duration: Duration::from_millis(20),
+                                    keyframe: true,
+                                    rung: Rung::High,
+                                });
+                            }
+                            Err(e) => warn!(error = %e, "opus encode failed"),
+                        }
                     }
+                });
+                if let Err(why) = failed {
+                    lock(&panic_stats).failed = Some(why);
                 }
             })
             .map_err(|e| MediaError::Device {
@@ -1227,6 +1245,83 @@ mod tests {
             self.1 -= 1;
             self.0.next_frame()
         }
+    }
+
+    /// A source with a bug: it panics after `n` frames.
+    struct Panicking<S>(S, u32);
+
+    impl VideoSource for Panicking<crate::media::synthetic::SyntheticVideoSource> {
+        fn name(&self) -> &str {
+            "panicking"
+        }
+
+        fn next_frame(&mut self) -> Result<I420Frame, MediaError> {
+            if self.1 == 0 {
+                panic!("video source bug");
+            }
+            self.1 -= 1;
+            self.0.next_frame()
+        }
+    }
+
+    impl AudioSource for Panicking<crate::media::synthetic::SyntheticAudioSource> {
+        fn name(&self) -> &str {
+            "panicking"
+        }
+
+        fn next_frame(&mut self) -> Result<Vec<f32>, MediaError> {
+            if self.1 == 0 {
+                panic!("audio source bug");
+            }
+            self.1 -= 1;
+            self.0.next_frame()
+        }
+    }
+
+    fn wait_failed(stats: impl Fn() -> SendStats) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(why) = stats().failed {
+                return why;
+            }
+            assert!(Instant::now() < deadline, "the failure was never recorded");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A bug that panics in a send thread ends that pipeline only: the panic is caught, the
+    /// stats say which stage died and why (the engine tells the user), and stopping the
+    /// pipeline afterwards does not hang.
+    #[test]
+    fn a_panic_in_a_send_pipeline_is_recorded_not_silent() {
+        use crate::media::synthetic::{SyntheticAudioSource, SyntheticVideoSource};
+        let v = VideoSender::start(
+            Box::new(Panicking(
+                SyntheticVideoSource::new(320, 240, 30.0).expect("source"),
+                5,
+            )),
+            TrackSpec::unique("camera-video", "p"),
+            VideoSendSettings::default(),
+        )
+        .expect("sender");
+        let why = wait_failed(|| v.stats());
+        assert!(why.starts_with("video capture and encode"), "{why}");
+        assert!(why.contains("video source bug"), "{why}");
+        let a = AudioSender::start(
+            Box::new(Panicking(SyntheticAudioSource::default(), 5)),
+            TrackSpec::unique("camera-audio", "p"),
+            32_000,
+        )
+        .expect("sender");
+        let why = wait_failed(|| a.stats());
+        assert!(why.contains("audio source bug"), "{why}");
+        let started = Instant::now();
+        drop(v);
+        drop(a);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "stopping did not hang"
+        );
     }
 
     fn wait_preview(v: &VideoSender, f: impl Fn(&DecodedFrame) -> bool) -> Arc<DecodedFrame> {

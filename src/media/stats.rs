@@ -35,6 +35,8 @@ pub struct SendStats {
     pub legs_on_low_rung: usize,
     /// Why the source stopped, if it did.
     pub source_error: Option<String>,
+    /// A stage of the pipeline panicked (a bug): the track sends nothing more.
+    pub failed: Option<String>,
 }
 
 /// A remote track being received.
