@@ -21,6 +21,7 @@
 //! | [`processing`] | echo cancellation, noise suppression, gain (WebRTC's module via sonora) | CPU only |
 //! | [`wav`] | WAV files as a looped microphone | yes |
 //! | [`stats`] | per-track send/receive statistics | no |
+//! | [`supervise`] | catching a media stage's panic and reporting it instead of dying silently | no |
 
 pub mod assembler;
 pub mod audio;
