@@ -370,6 +370,7 @@ async fn trace_logs_never_show_the_secret_or_a_token() {
     let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_meshcall"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--secret", &secret, "--log", "trace"])
+        .args(["--publishable-key", "pk_trace_hunter2_0123"])
         .stdout(out.reopen().expect("file"))
         .stderr(out.reopen().expect("file"))
         .spawn()
@@ -380,6 +381,9 @@ async fn trace_logs_never_show_the_secret_or_a_token() {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             let (_ws, welcome) = connect(addr, "tracer", "Tracer").await;
             assert_eq!(welcome["type"], "welcome", "{welcome}");
+            // A publishable key travels in the query too (`?key=`), and is the whole credential.
+            let mut ws = connect_raw(addr, "key=pk_trace_hunter2_0123").await;
+            assert_eq!(recv(&mut ws).await["type"], "welcome");
             connected = true;
             break;
         }
@@ -397,6 +401,10 @@ async fn trace_logs_never_show_the_secret_or_a_token() {
     );
     assert!(!log.contains(SECRET), "the secret is in the log");
     assert!(!log.contains("token=ey"), "a token is in the log");
+    assert!(
+        !log.contains("hunter2"),
+        "the publishable key is in the log"
+    );
 }
 
 /// The headless peer at `--log trace`: tungstenite's client handshake logs the request line,
