@@ -44,7 +44,9 @@ use webrtc::rtp_transceiver::RtpSender;
 use super::error::{PeerError, scrub};
 use super::feedback::FeedbackTable;
 use super::ladder::{IceLadder, LadderAction};
-use super::negotiation::{OfferDecision, WatchdogAction, Watchdogs, accept_answer, decide_offer};
+use super::negotiation::{
+    OfferDecision, WatchdogAction, Watchdogs, accept_answer, check_remote_sdp, decide_offer,
+};
 use super::runtime::{ClampedRuntime, NetworkGate};
 use super::settings::PeerSettings;
 use super::signals::{
@@ -873,6 +875,11 @@ impl Actor {
                 }
             }
         }
+        if let Err(why) = check_remote_sdp(&sdp) {
+            return self
+                .negotiation_error("remote offer refused", PeerError::DescriptionRefused(why))
+                .await;
+        }
         let offer = match RTCSessionDescription::offer(sdp) {
             Ok(o) => o,
             Err(e) => return self.negotiation_error("parse offer", rtc_err(e)).await,
@@ -913,6 +920,11 @@ impl Actor {
         if !accept_answer(self.have_local_offer) {
             debug!(peer = %self.params.remote_id, "dropping stale answer");
             return;
+        }
+        if let Err(why) = check_remote_sdp(&sdp) {
+            return self
+                .negotiation_error("remote answer refused", PeerError::DescriptionRefused(why))
+                .await;
         }
         let answer = match RTCSessionDescription::answer(sdp) {
             Ok(a) => a,

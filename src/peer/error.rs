@@ -41,6 +41,10 @@ pub enum PeerError {
     /// `MeteredPeer::new`, not connected, ack timeout, server refusal, …).
     #[error("signalling: {0}")]
     Signalling(#[from] ClientError),
+    /// A remote offer or answer refused before it was applied (the text says why, e.g. too
+    /// many media sections); nothing of it was built.
+    #[error("{0}")]
+    DescriptionRefused(String),
     /// An error from webrtc-rs, as its text.
     #[error("webrtc: {0}")]
     WebRtc(String),

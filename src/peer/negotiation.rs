@@ -42,6 +42,40 @@ pub fn accept_answer(have_local_offer: bool) -> bool {
     have_local_offer
 }
 
+/// Most active media sections a remote description may have: the remote tracks we accept
+/// ([`super::remote_peer::MAX_REMOTE_TRACKS`]), as many of our own, and the data channels'
+/// section. Every section makes webrtc-rs build a transceiver, so a crafted offer with hundreds
+/// of them is refused before anything is built.
+pub const MAX_MEDIA_SECTIONS: usize = 2 * super::remote_peer::MAX_REMOTE_TRACKS + 1;
+/// Most sections counting rejected ones (port 0): a long call that shares a screen many times
+/// accumulates stopped sections that browsers keep in the description, so these are allowed far
+/// more room, but not without bound.
+pub const MAX_ALL_MEDIA_SECTIONS: usize = 256;
+
+/// Checks a remote description before it is applied; the error says why, in words.
+pub fn check_remote_sdp(sdp: &str) -> Result<(), String> {
+    let mut active = 0usize;
+    let mut all = 0usize;
+    for line in sdp.lines().filter(|l| l.starts_with("m=")) {
+        all += 1;
+        let port = line.split_whitespace().nth(1).unwrap_or("");
+        if port != "0" {
+            active += 1;
+        }
+    }
+    if active > MAX_MEDIA_SECTIONS {
+        return Err(format!(
+            "{active} media sections (at most {MAX_MEDIA_SECTIONS} active ones are accepted)"
+        ));
+    }
+    if all > MAX_ALL_MEDIA_SECTIONS {
+        return Err(format!(
+            "{all} media sections in all (at most {MAX_ALL_MEDIA_SECTIONS} are accepted)"
+        ));
+    }
+    Ok(())
+}
+
 /// The two watchdogs the official SDKs lack: an offer left unanswered is withdrawn and re-made,
 /// and ICE stuck in `new`/`checking` after signalling settles is restarted (this also rescues a
 /// stalled Chromium peer).
@@ -131,6 +165,22 @@ impl Watchdogs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptions_with_too_many_media_sections_are_refused() {
+        let section = "m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:x\r\n";
+        let sdp = |n: usize| format!("v=0\r\ns=-\r\n{}", section.repeat(n));
+        assert_eq!(check_remote_sdp(&sdp(3)), Ok(()));
+        assert_eq!(check_remote_sdp(&sdp(MAX_MEDIA_SECTIONS)), Ok(()));
+        let e = check_remote_sdp(&sdp(200)).expect_err("refused");
+        assert!(e.contains("200 media sections"), "{e}");
+        // Rejected sections (port 0) are what a long call leaves behind: allowed, within reason.
+        let rejected = "m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:r\r\n";
+        let long_call = format!("{}{}", section.repeat(4), rejected.repeat(60));
+        assert_eq!(check_remote_sdp(&long_call), Ok(()));
+        let absurd = rejected.repeat(MAX_ALL_MEDIA_SECTIONS + 1);
+        assert!(check_remote_sdp(&absurd).is_err());
+    }
 
     #[test]
     fn politeness_is_byte_order_and_antisymmetric() {

@@ -231,3 +231,88 @@ async fn a_peer_sending_mutated_offers_and_candidates_cannot_break_the_sdk() {
         p.close().await;
     }
 }
+
+/// A real offer's session part followed by `sections` minimal H.264 video sections with distinct
+/// mids (small, to fit the server's 64 KiB message limit), as a hostile peer would craft it to
+/// make the SDK build hundreds of transceivers.
+fn offer_with_sections(sections: usize) -> String {
+    let base = FIXTURES[0];
+    let start = base.find("\nm=").map_or(base.len(), |i| i + 1);
+    let (session, media) = base.split_at(start);
+    // The transport attributes once, at session level; each section only what makes it one.
+    let transport: Vec<&str> = media
+        .lines()
+        .filter(|l| {
+            ["a=ice-ufrag", "a=ice-pwd", "a=fingerprint", "a=setup"]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .take(4)
+        .collect();
+    let mut sdp = session.replace("a=group:BUNDLE", "a=x-group-was:BUNDLE");
+    for l in transport {
+        sdp.push_str(l);
+        sdp.push_str("\r\n");
+    }
+    for i in 0..sections {
+        sdp.push_str(&format!(
+            "m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=mid:v{i}\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:96 H264/90000\r\n"
+        ));
+    }
+    sdp
+}
+
+/// An offer with 200 media sections is refused before webrtc-rs builds anything for it: the
+/// SDK reports a negotiation error, answers nothing, and still works for everybody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_with_hundreds_of_media_sections_is_refused() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    assert!(
+        common::net::isolated(),
+        "run inside a loopback-only network namespace (scripts/test does)"
+    );
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let victim = loopback_peer(&origin, "victim", "Victim");
+    victim.join("sections", false).await.expect("join");
+    let (mut mallory, _) = connect(server.local_addr(), "mallory", "Mallory").await;
+    subscribe(&mut mallory, "sections").await;
+    let at_victim = wait_remote(&victim, "mallory").await;
+    let mut errors = at_victim.on_negotiation_error();
+    let offer = offer_with_sections(200);
+    assert_eq!(offer.matches("\nm=video").count(), 200);
+    let frame = json!({"type":"send","to":"victim","data":{"type":"rtc-description","description":{"type":"offer","sdp":offer}}});
+    let size = frame.to_string().len();
+    assert!(size < 65_536, "fits the server's message limit: {size}");
+    send(&mut mallory, frame).await;
+    let error = tokio::time::timeout(Duration::from_secs(5), errors.next_item())
+        .await
+        .expect("a negotiation error within 5 s")
+        .expect("stream open");
+    assert!(error.contains("media sections"), "{error}");
+    // No answer comes back for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(Ok(Message::Text(t)))) =
+        tokio::time::timeout_at(deadline, mallory.next()).await
+    {
+        assert!(!t.contains("\"answer\""), "the victim answered: {t}");
+    }
+    // The victim still connects to a well-behaved peer.
+    let bob = loopback_peer(&origin, "bob", "Bob");
+    bob.join("sections", false).await.expect("bob joins");
+    let bob_sees_victim = wait_remote(&bob, "victim").await;
+    let dc = bob_sees_victim
+        .create_data_channel("after-sections", None)
+        .await
+        .expect("data channel");
+    tokio::time::timeout(Duration::from_secs(10), dc.wait_open())
+        .await
+        .expect("open in time")
+        .expect("open");
+    for p in [victim, bob] {
+        p.close().await;
+    }
+}
