@@ -655,3 +655,46 @@ async fn join_and_leave_sounds_play_for_newcomers_and_departures_only() {
         .wait("left", Duration::from_secs(5), |e| matches!(e, Event::Left))
         .await;
 }
+
+/// A token the user pasted cannot be refreshed: when it expires the server closes with 4002 and
+/// every reconnect would be refused the same way. The call must end with a fatal error that says
+/// so, within a few reconnect attempts, instead of "reconnecting" for the better part of an hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_pasted_token_ends_the_call_in_words_not_endless_reconnects() {
+    use meshcall::auth::MintRequest;
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let handle = spawn(&tokio::runtime::Handle::current(), EngineOptions::default());
+    let (cmd, mut events) = handle.into_parts();
+    let short = token_with(MintRequest {
+        sub: "shorty".into(),
+        ttl_secs: 3,
+        peer_metadata: Some(serde_json::json!({"username": "Shorty"})),
+        ..MintRequest::default()
+    });
+    let mut req = JoinRequest::new(&origin, "expiry", "Shorty", Auth::Token(short));
+    req.video = VideoChoice::None;
+    req.audio = AudioChoice::None;
+    req.loopback_only = true;
+    cmd.send(Command::Join(Box::new(req)))
+        .await
+        .expect("engine");
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    let (kind, message) = loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(EngineEvent::Call(Event::Error {
+                kind,
+                message,
+                fatal: true,
+                ..
+            }))) => break (kind, message),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the engine stopped"),
+            Err(_) => panic!("still no fatal error {:?} after joining", started.elapsed()),
+        }
+    };
+    println!("ended after {:?}: {message}", started.elapsed());
+    assert_eq!(kind, ErrorKind::CallEnded, "{message}");
+    assert!(message.contains("expired"), "{message}");
+}

@@ -341,6 +341,19 @@ fn numeric_date(v: &Value) -> Option<u64> {
     (f.is_finite() && f >= 0.0).then_some(f as u64)
 }
 
+/// A token's `exp` (unix seconds), read *without* verifying the token: for a client that holds a
+/// token someone else minted and wants to know when it stops working. Never use it to trust a
+/// token. `None` when the token is malformed or has no numeric `exp`.
+pub fn unverified_expiry(token: &str) -> Option<u64> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let json = b64url_decode(payload)?;
+    let claims: Map<String, Value> = serde_json::from_slice(&json).ok()?;
+    numeric_date(claims.get("exp")?)
+}
+
 /// True when every byte is in the base64url alphabet (no padding, as JWTs use).
 fn is_base64url(s: &str) -> bool {
     s.bytes().all(|b| b64_value(b).is_some())
@@ -394,6 +407,28 @@ impl KeyRing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tokens_expiry_can_be_read_without_its_key() {
+        let key = SecretKey {
+            kid: "k".into(),
+            secret: crate::auth::Secret::new(b"0123456789abcdef".to_vec()),
+            channel_patterns: PatternSet::any(),
+            actions: Actions::all(),
+            app: String::new(),
+        };
+        let req = MintRequest {
+            sub: "ana".into(),
+            ttl_secs: 60,
+            ..MintRequest::default()
+        };
+        let (token, exp) = mint(&key, &req, 1_700_000_000).expect("mint");
+        assert_eq!(unverified_expiry(&token), Some(exp));
+        assert_eq!(exp, 1_700_000_060);
+        for junk in ["", "a.b", "a.b.c", "x.eyJzdWIiOiJhIn0.y", "....."] {
+            assert_eq!(unverified_expiry(junk), None, "{junk:?}");
+        }
+    }
     use crate::auth::keys::KeyRing;
     use proptest::prelude::*;
     use serde_json::json;

@@ -31,7 +31,7 @@ pub use error::AuthError;
 pub use glob::{ChannelPattern, GlobError, MAX_PATTERN_LEN, PatternSet};
 pub use jwt::{
     DEFAULT_TTL_SECS, MAX_METADATA_BYTES, MAX_PEER_METADATA_BYTES, MAX_TOKEN_LEN, MAX_TTL_SECS,
-    MintRequest, mint,
+    MintRequest, mint, unverified_expiry,
 };
 pub use keys::{KeyRing, KeyRingError, PublishableKey, Secret, SecretKey};
 pub use principal::{Principal, PrincipalKind};

@@ -102,6 +102,10 @@ impl JoinError {
     }
 }
 
+/// What the user is told when the token they pasted has expired.
+pub(super) const PASTED_TOKEN_EXPIRED: &str =
+    "the token expired; get a new one (or join with a key or a secret, which mint fresh tokens)";
+
 /// A credential that mints a fresh token on every connect.
 pub(super) fn minting_credential(
     kid: &str,
@@ -149,12 +153,17 @@ pub(super) async fn credential_for(
             if !url_ok(&req.server) {
                 return Err(JoinError::BadUrl(req.server.clone()));
             }
+            // A pasted token cannot be refreshed: once it has expired, say so instead of
+            // handing the server the same refused token on every reconnect.
             let t = t.clone();
             Ok((
                 req.server.clone(),
                 Credential::token_provider(move || {
-                    let t = t.clone();
-                    async move { Ok::<String, String>(t) }
+                    let r = match crate::auth::unverified_expiry(&t) {
+                        Some(exp) if now_unix() >= exp => Err(PASTED_TOKEN_EXPIRED.to_string()),
+                        _ => Ok(t.clone()),
+                    };
+                    async move { r }
                 }),
             ))
         }

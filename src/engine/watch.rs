@@ -77,6 +77,7 @@ pub(super) fn watch_peer(c: &Call, out: Out, fatal: mpsc::Sender<CallEnded>, hea
         down_since: None,
         early_statuses: Vec::new(),
         lingering_until: Vec::new(),
+        pasted_token: matches!(c.req.auth, Auth::Token(_)),
     };
     tokio::spawn(watcher.run());
 }
@@ -91,6 +92,8 @@ struct CallWatcher {
     early_statuses: Vec<(String, AppMessage, Instant)>,
     /// When peers that left without a goodbye stop being waited for.
     lingering_until: Vec<Instant>,
+    /// The call runs on a token the user pasted (it cannot be refreshed).
+    pasted_token: bool,
 }
 
 impl CallWatcher {
@@ -174,8 +177,19 @@ impl CallWatcher {
                 .await;
             }
             PeerEventError::TokenProvider { message, .. } => {
-                out.notice(ErrorKind::Notice, format!("token: {message}"))
-                    .await;
+                if self.pasted_token {
+                    // Nothing will ever give a pasted token a new expiry: the call is over.
+                    let _ = self
+                        .fatal
+                        .send(CallEnded {
+                            message: format!("The call ended: {message}."),
+                            close_code: Some(4002),
+                        })
+                        .await;
+                } else {
+                    out.notice(ErrorKind::Notice, format!("token: {message}"))
+                        .await;
+                }
             }
         }
     }
