@@ -444,9 +444,13 @@ pub(super) async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
             .me
             .peer_id()
             .is_some_and(|mine| mine.as_str() < id.as_str());
+    // The headless peer's own data channel to this peer (the opener side's), so that a
+    // recovery that keeps the connection (an ICE restart) does not open a second one beside it.
+    let mut own_channel: Option<crate::peer::DataChannel> = None;
     if opener {
         match remote.create_data_channel("meshcall", None).await {
             Ok(dc) => {
+                own_channel = Some(dc.clone());
                 tokio::spawn(pump_channel(dc, id.clone(), ctx.out.clone()));
             }
             Err(e) => {
@@ -472,11 +476,15 @@ pub(super) async fn watch_remote(ctx: PeerCtx, remote: RemotePeer) {
                         })
                         .await;
                 }
+                // Back from reconnecting: a new channel only if the old one did not survive
+                // (a replaced connection closes its channels; an ICE restart keeps them).
                 if c.to == PeerConnectionState::Connected
                     && c.from == PeerConnectionState::Reconnecting
                     && opener
+                    && own_channel.as_ref().is_none_or(|dc| dc.is_closed())
                     && let Ok(dc) = remote.create_data_channel("meshcall", None).await
                 {
+                    own_channel = Some(dc.clone());
                     tokio::spawn(pump_channel(dc, id.clone(), ctx.out.clone()));
                 }
                 if c.to == PeerConnectionState::Closed {

@@ -326,6 +326,21 @@ async fn the_blackhole_flag_takes_one_connection_down_and_it_recovers() {
             "{other}: down at {down_at:.0} ms (blackhole at {sim_at:.0} ms), up again at {:?}",
             up.iter().find(|t| **t > down_at)
         );
+        // The recovery was an ICE restart on the same connection, whose data channel lives on:
+        // no second "meshcall" channel may be opened beside it. Each channel counts `p2p_seq`
+        // up once a second, so two channels at once show as the sequence jumping back again
+        // and again; one channel (the old one, or a new one if the old died) at most once.
+        let seqs: Vec<i64> = lines
+            .iter()
+            .filter(|v| v["event"] == "data" && v["via"] == "p2p" && v["peer"] == other)
+            .filter_map(|v| v["data"]["p2p_seq"].as_i64())
+            .collect();
+        let back_jumps = seqs.windows(2).filter(|w| w[1] <= w[0]).count();
+        println!("{other}: p2p_seq {seqs:?}");
+        assert!(
+            back_jumps <= 1,
+            "two data channels to {other} at once after the recovery: {seqs:?}"
+        );
     }
 }
 
