@@ -247,14 +247,7 @@ impl CallWatcher {
                 mic_muted,
                 camera_off,
             }) if member.is_some() => {
-                lock(&ctx.departures).saw_status(&d.from);
-                ctx.out
-                    .call(Event::RemoteStatus {
-                        peer: d.from.clone(),
-                        mic_muted,
-                        camera_off,
-                    })
-                    .await;
+                status_seen(ctx, d.from.clone(), mic_muted, camera_off).await;
             }
             Some(AppMessage::Chat { text }) => {
                 if let Some(m) = &member {
@@ -307,15 +300,7 @@ impl CallWatcher {
                 camera_off,
             } = status
             {
-                lock(&self.ctx.departures).saw_status(&from);
-                self.ctx
-                    .out
-                    .call(Event::RemoteStatus {
-                        peer: from,
-                        mic_muted,
-                        camera_off,
-                    })
-                    .await;
+                status_seen(&self.ctx, from, mic_muted, camera_off).await;
             }
         }
     }
@@ -367,6 +352,19 @@ impl CallWatcher {
         tokio::spawn(watch_remote(ctx.clone(), r));
         self.deliver_early_statuses(Some(&id)).await;
     }
+}
+
+/// A member's microphone/camera status: it speaks meshcall (so it will say bye when it leaves on
+/// purpose), and the UI shows the status.
+async fn status_seen(ctx: &PeerCtx, from: String, mic_muted: bool, camera_off: bool) {
+    lock(&ctx.departures).saw_status(&from);
+    ctx.out
+        .call(Event::RemoteStatus {
+            peer: from,
+            mic_muted,
+            camera_off,
+        })
+        .await;
 }
 
 fn sleep_until(at: Option<Instant>) -> tokio::time::Sleep {

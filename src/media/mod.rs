@@ -15,7 +15,8 @@
 //! | [`keyframes`] | when the shared encoder answers keyframe requests (coalesced, ≤ 2 per second) | pure |
 //! | [`rate`] | bitrate adaptation from loss, RTT and keyframe requests | pure |
 //! | [`rungs`] | two encodings for a mesh: which peers get the full picture, which a half-size one | pure |
-//! | [`send`] | capture + encode thread, fan-out to one leg per connection | yes |
+//! | [`send`] | capture + encode thread per local track, replaceable sources | yes |
+//! | [`fanout`] | encoded samples to one leg per peer connection, each from a keyframe | yes |
 //! | [`receive`] | video: assembler task, decode thread, latest-frame-wins slot | yes |
 //! | [`mixer`] | audio: jitter buffer per stream, mixer, playout paced by the speaker, echo canceller's far-end tap | yes |
 //! | [`processing`] | echo cancellation, noise suppression, gain (WebRTC's module via sonora) | CPU only |
@@ -28,6 +29,7 @@ pub mod audio;
 pub mod capture;
 pub mod cues;
 pub mod devices;
+pub mod fanout;
 pub mod frame;
 pub mod h264;
 pub mod keyframes;

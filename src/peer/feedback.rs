@@ -83,15 +83,32 @@ impl FeedbackTable {
         now: Instant,
     ) {
         let Ok(mut t) = self.0.lock() else { return };
-        record_into(
-            &mut t,
-            ssrc,
-            fraction_lost,
+        if t.len() >= CAP && !t.contains_key(&ssrc) {
+            t.retain(|_, r| now.duration_since(r.at) < FORGET);
+            if t.len() >= CAP {
+                return;
+            }
+        }
+        let entry = t.entry(ssrc).or_insert(LossReport {
+            // The first block's own fraction, until a window's worth of counters exists.
+            fraction_lost: f64::from(fraction_lost) / 256.0,
             total_lost,
-            highest_seq,
             jitter,
-            now,
-        );
+            at: now,
+            window_start: (now, total_lost, highest_seq),
+        });
+        let (since, lost0, seq0) = entry.window_start;
+        if now.saturating_duration_since(since) >= LOSS_WINDOW {
+            let expected = highest_seq.wrapping_sub(seq0);
+            if expected > 0 && expected < 1 << 30 {
+                let lost = total_lost.saturating_sub(lost0).min(expected);
+                entry.fraction_lost = f64::from(lost) / f64::from(expected);
+            }
+            entry.window_start = (now, total_lost, highest_seq);
+        }
+        entry.total_lost = total_lost;
+        entry.jitter = jitter;
+        entry.at = now;
     }
 
     /// The latest report about `ssrc`, if any arrived.
@@ -103,43 +120,6 @@ impl FeedbackTable {
     fn len(&self) -> usize {
         self.0.lock().map_or(0, |t| t.len())
     }
-}
-
-fn record_into(
-    t: &mut HashMap<u32, LossReport>,
-    ssrc: u32,
-    fraction_lost: u8,
-    total_lost: u32,
-    highest_seq: u32,
-    jitter: u32,
-    now: Instant,
-) {
-    if t.len() >= CAP && !t.contains_key(&ssrc) {
-        t.retain(|_, r| now.duration_since(r.at) < FORGET);
-        if t.len() >= CAP {
-            return;
-        }
-    }
-    let entry = t.entry(ssrc).or_insert(LossReport {
-        // The first block's own fraction, until a window's worth of counters exists.
-        fraction_lost: f64::from(fraction_lost) / 256.0,
-        total_lost,
-        jitter,
-        at: now,
-        window_start: (now, total_lost, highest_seq),
-    });
-    let (since, lost0, seq0) = entry.window_start;
-    if now.saturating_duration_since(since) >= LOSS_WINDOW {
-        let expected = highest_seq.wrapping_sub(seq0);
-        if expected > 0 && expected < 1 << 30 {
-            let lost = total_lost.saturating_sub(lost0).min(expected);
-            entry.fraction_lost = f64::from(lost) / f64::from(expected);
-        }
-        entry.window_start = (now, total_lost, highest_seq);
-    }
-    entry.total_lost = total_lost;
-    entry.jitter = jitter;
-    entry.at = now;
 }
 
 #[cfg(test)]
