@@ -26,6 +26,7 @@ pub mod events;
 pub mod feedback;
 pub mod ladder;
 pub mod local_media;
+mod media_engine;
 pub mod metered_peer;
 pub mod negotiation;
 pub mod reconcile;
