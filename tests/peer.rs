@@ -841,3 +841,74 @@ async fn closed_data_channels_do_not_count_against_the_cap() {
     alice.close().await;
     bob.close().await;
 }
+
+/// A receive-only newcomer that is the polite side must not wait for the impolite sender's
+/// offer hold: it offers at once (asking to receive audio and video), the sender answers with
+/// its tracks, and media flows before the hold would have ended. The hold is stretched to 3 s
+/// here so that waiting for it is unmistakable; in a real call it is 150 ms of every join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_only_polite_newcomer_gets_media_without_waiting_for_the_impolite_hold() {
+    use webrtc::media_stream::track_local::TrackLocal;
+    let hold = Duration::from_secs(3);
+    let server = start(config()).await;
+    let origin = server.ws_origin();
+    let make = |sub: &str, name: &str| {
+        let t = token(sub, name);
+        let opts = ClientOptions::new(
+            &origin,
+            Credential::token_provider(move || {
+                let t = t.clone();
+                async move { Ok::<String, String>(t) }
+            }),
+        );
+        MeteredPeer::new(
+            opts,
+            PeerSettings {
+                impolite_offer_delay: hold,
+                ..settings()
+            },
+        )
+        .expect("valid options")
+    };
+    // "zz-sender" > "aa-viewer": the sender is the impolite side.
+    let sender = make("zz-sender", "Sender");
+    let viewer = make("aa-viewer", "Viewer");
+    let track = test_video_track("cam-stream", "cam-track");
+    sender
+        .add_track(track.clone() as Arc<dyn TrackLocal>, None)
+        .await
+        .expect("add_track");
+    sender.join("fast-start", false).await.expect("join");
+    let mut joined = viewer.on_peer_joined();
+    let t0 = Instant::now();
+    viewer.join("fast-start", false).await.expect("join");
+    let rs = match viewer.remote_peer("zz-sender") {
+        Some(p) => p,
+        None => within("sender appears", 5, joined.next_item())
+            .await
+            .expect("peer"),
+    };
+    assert!(rs.polite(), "the viewer is the polite side");
+    let mut added = rs.on_stream_added();
+    let rv = wait_remote(&sender, "aa-viewer", 5).await;
+    let writer = spawn_writer(rv.pc().expect("pc"), track.clone(), "cam-track").await;
+    let stream = within("the sender's stream at the viewer", 10, added.next_item())
+        .await
+        .expect("stream");
+    let mut rtp = stream.tracks[0].take_rtp().expect("rtp");
+    within("RTP at the viewer", 10, rtp.recv())
+        .await
+        .expect("packet");
+    let took = t0.elapsed();
+    println!(
+        "receive-only polite join → first RTP: {:.0} ms",
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(
+        took < hold,
+        "media took {took:?}: the viewer waited for the sender's {hold:?} offer hold"
+    );
+    writer.abort();
+    sender.close().await;
+    viewer.close().await;
+}

@@ -13,10 +13,12 @@ use rtc::data_channel::RTCDataChannelInit;
 use rtc::ice::mdns::MulticastDnsMode;
 use rtc::ice::network_type::NetworkType;
 use rtc::peer_connection::configuration::RTCOfferOptions;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
-use webrtc::data_channel::DataChannel;
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
@@ -73,6 +75,11 @@ pub(crate) enum Command {
     },
     /// Troubleshooting / app-requested in-place ICE restart.
     RestartIce,
+    /// Sent once after a fresh connection got its local tracks: if this is the polite side
+    /// and nothing has been offered or received yet (we have nothing to send), offer to
+    /// receive audio and video at once. Without it a receive-only newcomer waits for the
+    /// impolite side's offer hold (see `PeerSettings::impolite_offer_delay`) on every join.
+    OfferToReceiveIfIdle,
     Close(oneshot::Sender<()>),
 }
 
@@ -157,6 +164,8 @@ enum PcEvent {
     NegotiationNeeded,
     DataChannel(Arc<dyn DataChannel>),
     Track(Arc<dyn TrackRemote>),
+    /// The reserved channel opened: the SCTP association is established.
+    SctpReady,
 }
 
 struct Forwarder {
@@ -287,9 +296,24 @@ async fn build_pc(
     Ok(Arc::new(pc))
 }
 
+/// A data channel request held back until the SCTP association is up.
+struct DeferredChannel {
+    label: String,
+    init: Option<RTCDataChannelInit>,
+    reply: oneshot::Sender<Result<Arc<dyn DataChannel>, PeerError>>,
+}
+
+/// How long a data channel request waits for the association before it is created anyway.
+const SCTP_READY_WAIT: Duration = Duration::from_secs(5);
+
+/// SCTP stream of the unannounced channel a receive-only first offer carries (odd, near the
+/// top of the 1 024 streams browsers negotiate, far from the low ids channels are given).
+const RESERVED_SCTP_STREAM: u16 = 1021;
+
 /// Creates the PeerConnection and starts its actor.
 pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, PeerError> {
     let (pc_tx, pc_rx) = mpsc::channel(1024);
+    let pc_events_tx = pc_tx.clone();
     let handler = Arc::new(Forwarder { tx: pc_tx });
     let feedback = FeedbackTable::default();
     let pc = build_pc(
@@ -330,6 +354,11 @@ pub(crate) async fn spawn(params: ConnectionParams) -> Result<ConnectionHandle, 
         closed: false,
         last_state: PeerConnectionState::Idle,
         remote_tracks: std::collections::HashMap::new(),
+        reserved_channel: None,
+        deferred_channels: Vec::new(),
+        deferred_until: None,
+        sctp_ready: true,
+        pc_events_tx,
         watchdogs: Watchdogs::new(settings.offer_timeout, settings.stuck_ice_timeout),
         ladder: IceLadder::new(settings.ladder_schedule.clone(), settings.ladder_probe),
     };
@@ -368,6 +397,17 @@ struct Actor {
     last_state: PeerConnectionState,
     /// mid → remote track id, for tracks reported to the RemotePeer.
     remote_tracks: std::collections::HashMap<String, String>,
+    /// Keeps the connection's SCTP section alive when a receive-only offer created it (see
+    /// `offer_to_receive_if_idle`).
+    reserved_channel: Option<Arc<dyn DataChannel>>,
+    /// Data channels asked for while the reserved channel's association is still being set
+    /// up, and until when they may wait (see `create_data_channel`).
+    deferred_channels: Vec<DeferredChannel>,
+    deferred_until: Option<Instant>,
+    /// The SCTP association is up, or no reserved channel is waiting for it.
+    sctp_ready: bool,
+    /// Our own copy of the event queue's sender, for tasks that report back.
+    pc_events_tx: mpsc::Sender<PcEvent>,
     watchdogs: Watchdogs,
     ladder: IceLadder,
 }
@@ -384,6 +424,7 @@ impl Actor {
                 self.watchdogs.next_deadline(),
                 self.ladder.next_deadline(),
                 hold,
+                self.deferred_until,
             ]
             .into_iter()
             .flatten()
@@ -465,6 +506,13 @@ impl Actor {
             }) => self.remote_answer(sdp).await,
             Command::Signal(InboundSignal::Candidate(c)) => self.remote_candidate(c).await,
             Command::CreateDataChannel { label, init, reply } => {
+                if !self.sctp_ready {
+                    self.deferred_until
+                        .get_or_insert_with(|| Instant::now() + SCTP_READY_WAIT);
+                    self.deferred_channels
+                        .push(DeferredChannel { label, init, reply });
+                    return;
+                }
                 let had_sctp = self.has_application_section().await;
                 let r = self
                     .pc
@@ -533,8 +581,65 @@ impl Actor {
                 self.restart_next_offer = true;
                 self.negotiate().await;
             }
+            Command::OfferToReceiveIfIdle => self.offer_to_receive_if_idle().await,
             Command::Close(_) => {}
         }
+    }
+
+    async fn offer_to_receive_if_idle(&mut self) {
+        let idle = self.params.polite
+            && !self.closed
+            && !self.have_local_offer
+            && self.pc.local_description().await.is_none()
+            && self.pc.remote_description().await.is_none();
+        if !idle {
+            return;
+        }
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            if let Err(e) = self.pc.add_transceiver_from_kind(kind, Some(init)).await {
+                debug!(peer = %self.params.remote_id, error = %e, "no receive-only transceiver");
+                return;
+            }
+        }
+        // An m=application section as well, through a negotiated (never announced) channel:
+        // webrtc-rs starts the SCTP association only when DTLS completes, so a data channel
+        // the application opens later could never be added to a connection set up without
+        // one. The remote sees no channel; the stream id is far above the ids a call uses.
+        if !self.has_application_section().await {
+            let init = RTCDataChannelInit {
+                negotiated: Some(RESERVED_SCTP_STREAM),
+                ..RTCDataChannelInit::default()
+            };
+            match self
+                .pc
+                .create_data_channel("meshcall-reserved", Some(init))
+                .await
+            {
+                Ok(dc) => {
+                    // webrtc-rs loses the opening message of a channel created while the
+                    // association is still shaking hands, so later channels wait for this
+                    // one to open (negotiated channels open exactly when the association is up).
+                    self.sctp_ready = false;
+                    let (watch, tx) = (dc.clone(), self.pc_events_tx.clone());
+                    tokio::spawn(async move {
+                        while let Some(ev) = watch.poll().await {
+                            if matches!(ev, DataChannelEvent::OnOpen) {
+                                let _ = tx.send(PcEvent::SctpReady).await;
+                            }
+                        }
+                    });
+                    self.reserved_channel = Some(dc);
+                }
+                Err(e) => debug!(peer = %self.params.remote_id, error = %e, "no reserved channel"),
+            }
+        }
+        self.changes += 1;
+        self.negotiate_soon = true;
     }
 
     async fn has_application_section(&self) -> bool {
@@ -870,6 +975,7 @@ impl Actor {
                 }
             }
             PcEvent::DataChannel(dc) => self.emit(ConnEvent::DataChannel(dc)).await,
+            PcEvent::SctpReady => self.release_deferred_channels().await,
             PcEvent::Track(track) => {
                 let remote = self.pc.remote_description().await;
                 let msid = remote.map(|d| msid_entries(&d.sdp)).unwrap_or_default();
@@ -891,8 +997,30 @@ impl Actor {
         }
     }
 
+    /// Creates the data channels that waited for the association (it is up, or the wait ran
+    /// out and they take their chances).
+    async fn release_deferred_channels(&mut self) {
+        self.sctp_ready = true;
+        self.deferred_until = None;
+        for d in std::mem::take(&mut self.deferred_channels) {
+            self.command(Command::CreateDataChannel {
+                label: d.label,
+                init: d.init,
+                reply: d.reply,
+            })
+            .await;
+        }
+        if std::mem::take(&mut self.negotiate_soon) {
+            self.negotiate().await;
+        }
+    }
+
     async fn timers(&mut self) {
         let now = Instant::now();
+        if self.deferred_until.is_some_and(|t| now >= t) {
+            debug!(peer = %self.params.remote_id, "association not up in time; creating the waiting data channels");
+            self.release_deferred_channels().await;
+        }
         if self.offer_deferred && self.offer_hold_until.is_none_or(|t| now >= t) {
             self.offer_hold_until = None;
             self.negotiate().await;

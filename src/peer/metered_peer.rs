@@ -839,6 +839,10 @@ impl MeteredPeer {
             }
             attach(peer, &track).await;
         }
+        if polite && let Some(h) = peer.handle() {
+            // After the tracks, so that a side with something to send offers it instead.
+            let _ = h.command(Command::OfferToReceiveIfIdle);
+        }
         Ok(())
     }
 
